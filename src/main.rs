@@ -1,1 +1,87 @@
-fn main(){}
+//! The `ecs-warden` binary: read the edge (arguments, environment), load the
+//! config when the verb needs it, set up logging, run, map to an exit code.
+
+use std::io::Write;
+
+use ecs_warden::cli;
+use ecs_warden::commands::{self, Edge};
+use ecs_warden::config::Config;
+use ecs_warden::error::Error;
+use ecs_warden::exit::Exit;
+use ecs_warden::paths::Paths;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let edge = Edge {
+        notify_socket: std::env::var("NOTIFY_SOCKET").ok(),
+        watchdog_usec: std::env::var("WATCHDOG_USEC").ok(),
+        journal: std::env::var_os("JOURNAL_STREAM").is_some(),
+    };
+    std::process::exit(real_main(&args, std::env::var("ECS_WARDEN_ROOT").ok(), &edge).code());
+}
+
+fn real_main(args: &[String], env_root: Option<String>, edge: &Edge) -> Exit {
+    let cli = match cli::parse(args, env_root) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ecs-warden: {e}\n\n{}", cli::usage());
+            return e.exit();
+        }
+    };
+    let cfg = if commands::needs_config(&cli) {
+        match Config::load(&Paths::new(&cli.root)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("ecs-warden: config error: {e}; nothing was started");
+                return e.exit();
+            }
+        }
+    } else {
+        None
+    };
+    init_logging(
+        cfg.as_ref()
+            .map(|c| c.log_level)
+            .unwrap_or(log::LevelFilter::Info),
+        edge.journal,
+    );
+    match commands::run(&cli, cfg.as_ref(), edge) {
+        Ok(code) => code,
+        Err(e) => report(e),
+    }
+}
+
+fn report(e: Error) -> Exit {
+    eprintln!("ecs-warden: {e}");
+    e.exit()
+}
+
+fn init_logging(level: log::LevelFilter, journal: bool) {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level).target(env_logger::Target::Stderr);
+    b.format(move |f, record| {
+        if journal {
+            writeln!(f, "<{}>{}", syslog_prio(record.level()), record.args())
+        } else {
+            writeln!(
+                f,
+                "{} ecs-warden[{}] {}: {}",
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+                std::process::id(),
+                record.level(),
+                record.args()
+            )
+        }
+    });
+    let _ = b.try_init();
+}
+
+/// sd-daemon priority prefixes, so journald records the level.
+fn syslog_prio(l: log::Level) -> u8 {
+    match l {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}

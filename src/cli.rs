@@ -1,0 +1,268 @@
+//! The command line, parsed in two stages: raw words into `Raw` (global
+//! options, the verb, its flags), then `Raw` into a validated `Command`.
+//! Nothing runs until both stages pass; a wrong word prints usage and exits 2.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// A validated invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cli {
+    /// `--root DIR`, else `$ECS_WARDEN_ROOT`, else `/`.
+    pub root: PathBuf,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `--help` for the program or one verb.
+    Help(Option<Verb>),
+    Run(Verb, Flags),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Version,
+    PreStart,
+    Start,
+    Stop,
+    PreStop,
+    PostStop,
+    ReloadCache,
+    Status,
+}
+
+/// Flags a verb accepted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Flags {
+    pub json: bool,
+}
+
+struct VerbSpec {
+    verb: Verb,
+    name: &'static str,
+    flags: &'static [&'static str],
+    summary: &'static str,
+    help: &'static str,
+}
+
+const VERBS: &[VerbSpec] = &[
+    VerbSpec {
+        verb: Verb::Version,
+        name: "version",
+        flags: &["--json"],
+        summary: "print the warden's and the current agent build's versions",
+        help: "Prints the ecs-warden version and the version of the agent build that\n\
+               `agents/current` points at.\n\n  --json   machine-readable output",
+    },
+    VerbSpec {
+        verb: Verb::PreStart,
+        name: "pre-start",
+        flags: &[],
+        summary: "prepare the host: directories, config check, first agent build",
+        help: "Validates the configuration, creates the directory layout under the root\n\
+               with tight modes, and installs the bundled agent (var/cache/ecs/ecs-agent)\n\
+               when no build is installed yet. Never replaces an installed build.",
+    },
+    VerbSpec {
+        verb: Verb::Start,
+        name: "start",
+        flags: &[],
+        summary: "run the supervisor in the foreground (systemd's ExecStart)",
+        help: "Starts the agent from agents/current/ecs-agent and keeps it running:\n\
+               exit 0 stops the warden (exit 0), 5 is terminal (the warden exits 5),\n\
+               42 performs a staged update, 2 logs the agent's last lines and restarts,\n\
+               anything else restarts with backoff. SIGTERM/SIGINT stop the agent\n\
+               gracefully (SIGTERM, then SIGKILL after ECS_WARDEN_STOP_TIMEOUT) and exit 0.\n\
+               One warden per root: a second start fails at once (exit 6).",
+    },
+    VerbSpec {
+        verb: Verb::Stop,
+        name: "stop",
+        flags: &[],
+        summary: "stop the running warden and its agent gracefully, and wait",
+        help: "Asks the running warden (over its control socket) to stop the agent and\n\
+               exit, then waits until it has. Succeeds when no warden is running.",
+    },
+    VerbSpec {
+        verb: Verb::PreStop,
+        name: "pre-stop",
+        flags: &[],
+        summary: "same as stop (kept for ecs-init compatibility)",
+        help: "ecs-init used pre-stop to stop the agent before the unit stops; ecs-warden\n\
+               does the same as `stop`.",
+    },
+    VerbSpec {
+        verb: Verb::PostStop,
+        name: "post-stop",
+        flags: &[],
+        summary: "clean up after the warden has exited (systemd's ExecStopPost)",
+        help: "Removes a stale control socket left by a warden that is gone. Does nothing\n\
+               while a warden is running.",
+    },
+    VerbSpec {
+        verb: Verb::ReloadCache,
+        name: "reload-cache",
+        flags: &[],
+        summary: "install the bundled agent when it is newer than the current build",
+        help: "Installs var/cache/ecs/ecs-agent into the build store when it is newer than\n\
+               the current build, and makes it current when no warden is running. Never\n\
+               downgrades.",
+    },
+    VerbSpec {
+        verb: Verb::Status,
+        name: "status",
+        flags: &["--json"],
+        summary: "show the warden's, the agent's and the update's state",
+        help: "Asks the running warden for its status document. Exits 3 when no warden\n\
+               is running for the root.\n\n  --json   print the whole status document as JSON",
+    },
+];
+
+fn spec(verb: Verb) -> &'static VerbSpec {
+    VERBS
+        .iter()
+        .find(|s| s.verb == verb)
+        .expect("every verb has a spec")
+}
+
+/// The program's usage text.
+pub fn usage() -> String {
+    let mut s = String::from(
+        "ecs-warden: supervises and updates the Amazon ECS container agent\n\n\
+         Usage: ecs-warden [--root DIR] VERB [FLAGS]\n\n\
+         Verbs:\n",
+    );
+    for v in VERBS {
+        s.push_str(&format!("  {:<13} {}\n", v.name, v.summary));
+    }
+    s.push_str(
+        "\nOptions:\n  --root DIR    relocate every path under DIR (default /, or $ECS_WARDEN_ROOT)\n  \
+         -h, --help    show this help, or a verb's with `ecs-warden VERB --help`\n\n\
+         Exit codes: 0 ok, 1 failure, 2 usage, 3 not running, 4 bad config,\n\
+         5 agent terminal, 6 already running, 7 no agent build (see README.md).\n",
+    );
+    s
+}
+
+pub fn verb_help(verb: Verb) -> String {
+    let s = spec(verb);
+    format!(
+        "Usage: ecs-warden [--root DIR] {}{}\n\n{}\n",
+        s.name,
+        if s.flags.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", s.flags.join("] ["))
+        },
+        s.help
+    )
+}
+
+/// Parse argv (without the program name). `env_root` is `$ECS_WARDEN_ROOT`.
+pub fn parse(args: &[String], env_root: Option<String>) -> Result<Cli> {
+    let mut root: Option<PathBuf> = None;
+    let mut help = false;
+    let mut verb: Option<&'static VerbSpec> = None;
+    let mut flags: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--root" {
+            i += 1;
+            let v = args
+                .get(i)
+                .ok_or_else(|| Error::Usage("--root needs a directory".into()))?;
+            root = Some(PathBuf::from(v));
+        } else if let Some(v) = a.strip_prefix("--root=") {
+            root = Some(PathBuf::from(v));
+        } else if a == "-h" || a == "--help" {
+            help = true;
+        } else if a.starts_with('-') {
+            flags.push(a.to_string());
+        } else if verb.is_none() {
+            verb = Some(
+                VERBS
+                    .iter()
+                    .find(|s| s.name == a)
+                    .ok_or_else(|| Error::Usage(format!("unknown verb {a:?}")))?,
+            );
+        } else {
+            return Err(Error::Usage(format!("unexpected argument {a:?}")));
+        }
+        i += 1;
+    }
+    let root = root
+        .or_else(|| env_root.filter(|r| !r.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    if root.as_os_str().is_empty() {
+        return Err(Error::Usage("--root needs a directory".into()));
+    }
+    if help {
+        return Ok(Cli {
+            root,
+            command: Command::Help(verb.map(|s| s.verb)),
+        });
+    }
+    let Some(spec) = verb else {
+        return Err(Error::Usage("missing verb".into()));
+    };
+    let mut parsed = Flags::default();
+    for f in &flags {
+        if !spec.flags.contains(&f.as_str()) {
+            return Err(Error::Usage(format!(
+                "unknown flag {f:?} for {}",
+                spec.name
+            )));
+        }
+        if f == "--json" {
+            parsed.json = true;
+        }
+    }
+    Ok(Cli {
+        root,
+        command: Command::Run(spec.verb, parsed),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Cli> {
+        parse(
+            &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            None,
+        )
+    }
+
+    #[test]
+    fn verbs_flags_and_root() {
+        let c = p(&["--root", "/tmp/x", "status", "--json"]).unwrap();
+        assert_eq!(c.root, PathBuf::from("/tmp/x"));
+        assert_eq!(c.command, Command::Run(Verb::Status, Flags { json: true }));
+        let c = p(&["start", "--root=/r"]).unwrap();
+        assert_eq!(c.root, PathBuf::from("/r"));
+        assert_eq!(
+            p(&["start", "--help"]).unwrap().command,
+            Command::Help(Some(Verb::Start))
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_words() {
+        assert!(matches!(p(&["frobnicate"]), Err(Error::Usage(_))));
+        assert!(matches!(p(&["start", "--json"]), Err(Error::Usage(_))));
+        assert!(matches!(p(&["status", "--bogus"]), Err(Error::Usage(_))));
+        assert!(matches!(p(&[]), Err(Error::Usage(_))));
+        assert!(matches!(p(&["--root"]), Err(Error::Usage(_))));
+        assert!(matches!(p(&["start", "extra"]), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn env_root_is_the_fallback() {
+        let c = parse(&["status".to_string()], Some("/e".into())).unwrap();
+        assert_eq!(c.root, PathBuf::from("/e"));
+    }
+}

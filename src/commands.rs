@@ -1,0 +1,157 @@
+//! One function per verb. `run` is what `main` calls.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::cli::{self, Cli, Command, Flags, Verb};
+use crate::config::Config;
+use crate::control::client;
+use crate::error::{Error, Result};
+use crate::exit::Exit;
+use crate::host;
+use crate::lock::Lock;
+use crate::notify::Notifier;
+use crate::paths::Paths;
+use crate::status;
+use crate::store::Store;
+use crate::supervisor;
+
+/// What `main` read from the process environment, once.
+#[derive(Debug, Clone, Default)]
+pub struct Edge {
+    pub notify_socket: Option<String>,
+    pub watchdog_usec: Option<String>,
+    /// Under systemd/journald: no timestamps in our log lines.
+    pub journal: bool,
+}
+
+/// Whether a verb needs the configuration loaded (and so validated).
+pub fn needs_config(cli: &Cli) -> bool {
+    matches!(
+        cli.command,
+        Command::Run(Verb::Start | Verb::PreStart | Verb::ReloadCache, _)
+    )
+}
+
+pub fn run(cli: &Cli, cfg: Option<&Config>, edge: &Edge) -> Result<Exit> {
+    let paths = Paths::new(&cli.root);
+    let (verb, flags) = match &cli.command {
+        Command::Help(None) => {
+            print!("{}", cli::usage());
+            return Ok(Exit::Ok);
+        }
+        Command::Help(Some(v)) => {
+            print!("{}", cli::verb_help(*v));
+            return Ok(Exit::Ok);
+        }
+        Command::Run(v, f) => (*v, f),
+    };
+    match verb {
+        Verb::Version => version(&paths, flags),
+        Verb::PreStart => {
+            println!("{}", host::pre_start(&paths)?);
+            Ok(Exit::Ok)
+        }
+        Verb::Start => {
+            let cfg = cfg.expect("start loads the config");
+            let notifier = Notifier::new(edge.notify_socket.clone(), edge.watchdog_usec.clone());
+            supervisor::run(&paths, cfg, notifier)
+        }
+        Verb::Stop | Verb::PreStop => stop(&paths),
+        Verb::PostStop => {
+            println!("{}", host::post_stop(&paths)?);
+            Ok(Exit::Ok)
+        }
+        Verb::ReloadCache => {
+            println!("{}", host::reload_cache(&paths)?);
+            Ok(Exit::Ok)
+        }
+        Verb::Status => status(&paths, flags),
+    }
+}
+
+fn version(paths: &Paths, flags: &Flags) -> Result<Exit> {
+    let build = Store::new(paths).current();
+    if flags.json {
+        println!(
+            "{}",
+            json!({
+                "wardenVersion": env!("CARGO_PKG_VERSION"),
+                "agentVersion": build.as_ref().map(|b| b.version().to_string()),
+                "agentHash": build.as_ref().and_then(|b| b.artifact.git_hash.clone()),
+            })
+        );
+    } else {
+        println!("ecs-warden {}", env!("CARGO_PKG_VERSION"));
+        match build {
+            Some(b) => println!(
+                "agent {}{}",
+                b.version(),
+                b.artifact
+                    .git_hash
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default()
+            ),
+            None => println!("agent: no build installed"),
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn status(paths: &Paths, flags: &Flags) -> Result<Exit> {
+    match client::call(paths, "GET", "/v1/status", None) {
+        Ok(doc) => {
+            if flags.json {
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                print!("{}", status::human(&doc));
+            }
+            Ok(Exit::Ok)
+        }
+        Err(Error::NotRunning { socket }) => {
+            if flags.json {
+                println!(
+                    "{}",
+                    json!({"wardenRunning": false, "root": paths.root.display().to_string()})
+                );
+            } else {
+                println!(
+                    "ecs-warden is not running for root {} (nothing answers on {})",
+                    paths.root.display(),
+                    socket.display()
+                );
+            }
+            Ok(Exit::NotRunning)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn stop(paths: &Paths) -> Result<Exit> {
+    match client::call(paths, "POST", "/v1/stop", None) {
+        Ok(_) => {}
+        Err(Error::NotRunning { .. }) => {
+            println!(
+                "ecs-warden is not running for root {}",
+                paths.root.display()
+            );
+            return Ok(Exit::Ok);
+        }
+        Err(e) => return Err(e),
+    }
+    // The warden holds its lock until its last moment; wait for it to go.
+    // systemd's TimeoutStopSec bounds this from outside.
+    let start = Instant::now();
+    while Lock::is_held(&paths.lock()) {
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(Error::Other(
+                "the warden did not exit within 10 minutes of the stop request".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("ecs-warden stopped");
+    Ok(Exit::Ok)
+}

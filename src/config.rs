@@ -1,0 +1,562 @@
+//! Configuration: built-in defaults, then `var/lib/ecs/ecs.config`, then
+//! `etc/ecs/ecs.config` (later wins), as ecs-init reads them.
+//!
+//! 1. Each file is parsed into `KEY=VALUE` entries, remembering file and
+//!    line; comments (`#`), blank lines, an optional `export ` and matching
+//!    quotes around the value are accepted. A line that is none of these is
+//!    an error naming the file and line.
+//! 2. Entries merge in order; every key goes to the agent's environment.
+//! 3. The warden's own keys are parsed into `Config`; a bad value is an
+//!    error naming the file, line, key and what is expected. Nothing starts
+//!    on an error.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::paths::Paths;
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: String,
+    pub origin: Option<Origin>,
+}
+
+/// Loopback `host:port` of the agent's introspection API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn base_url(&self) -> String {
+        if self.host.contains(':') {
+            format!("http://[{}]:{}", self.host, self.port)
+        } else {
+            format!("http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Restart backoff after the agent fails: `min` doubling to `max` with
+/// jitter, reset once the agent has run for `stable`.
+#[derive(Debug, Clone, Copy)]
+pub struct BackoffConfig {
+    pub min: Duration,
+    pub max: Duration,
+    pub stable: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProxyConfig {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub no_proxy: Vec<String>,
+}
+
+/// Update-machine settings.
+#[derive(Debug, Clone)]
+pub struct UpdateConfig {
+    /// Manifest URL (`https://`, `file://`, loopback `http://`).
+    pub source: Option<String>,
+    pub allow_http: bool,
+    /// Exact version to install instead of the highest one.
+    pub pinned_version: Option<semver::Version>,
+    pub health_timeout: Duration,
+    pub health_stable: Duration,
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response before it counts as a stall.
+    pub read_timeout: Duration,
+    /// Minimum average throughput over `stall_window`, bytes per second.
+    pub min_rate: u64,
+    pub stall_window: Duration,
+    /// Attempts per download (first try included).
+    pub attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub retry_delay: Duration,
+}
+
+/// The validated configuration. Built once at the edge, passed down.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Every key, merged; the agent's environment.
+    pub env: BTreeMap<String, Entry>,
+    pub log_level: log::LevelFilter,
+    pub updates_enabled: bool,
+    pub introspection: Endpoint,
+    pub stop_timeout: Duration,
+    pub backoff: BackoffConfig,
+    pub proxy: ProxyConfig,
+    pub update: UpdateConfig,
+    /// Loopback TCP port for the ECS JSON API; off when `None`.
+    pub api_port: Option<u16>,
+    /// The cluster the agent registers in (`ECS_CLUSTER`).
+    pub cluster: String,
+}
+
+/// The warden's own keys with their defaults; documented in README.md.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("ECS_LOGLEVEL", "info"),
+    ("ECS_UPDATES_ENABLED", "true"),
+    ("ECS_WARDEN_INTROSPECTION_URL", "http://127.0.0.1:51678"),
+    ("ECS_WARDEN_STOP_TIMEOUT", "30s"),
+    ("ECS_WARDEN_RESTART_BACKOFF_MIN", "500ms"),
+    ("ECS_WARDEN_RESTART_BACKOFF_MAX", "15s"),
+    ("ECS_WARDEN_RESTART_STABLE", "60s"),
+    ("ECS_WARDEN_ALLOW_HTTP", "false"),
+    ("ECS_WARDEN_HEALTH_TIMEOUT", "60s"),
+    ("ECS_WARDEN_HEALTH_STABLE", "10s"),
+    ("ECS_WARDEN_DOWNLOAD_CONNECT_TIMEOUT", "10s"),
+    ("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT", "30s"),
+    ("ECS_WARDEN_DOWNLOAD_MIN_RATE", "1024"),
+    ("ECS_WARDEN_DOWNLOAD_STALL_WINDOW", "60s"),
+    ("ECS_WARDEN_DOWNLOAD_ATTEMPTS", "5"),
+    ("ECS_WARDEN_DOWNLOAD_RETRY_DELAY", "1s"),
+    ("ECS_CLUSTER", "default"),
+];
+
+/// Parse one config file's text. `file` is for messages only.
+pub fn parse_file(file: &Path, text: &str) -> Result<Vec<(String, Entry)>> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let err = |key: &str, message: String| Error::Config {
+            file: file.to_path_buf(),
+            line: line_no,
+            key: key.to_string(),
+            message,
+        };
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(err(
+                "",
+                format!("expected KEY=VALUE, found {:?}", truncate(line, 60)),
+            ));
+        };
+        let key = key.trim();
+        if !valid_key(key) {
+            return Err(err(
+                "",
+                format!(
+                    "invalid key {:?}: expected letters, digits and '_', not starting with a digit",
+                    truncate(key, 60)
+                ),
+            ));
+        }
+        let value = unquote(value.trim()).map_err(|m| err(key, m))?;
+        out.push((
+            key.to_string(),
+            Entry {
+                value,
+                origin: Some(Origin {
+                    file: file.to_path_buf(),
+                    line: line_no,
+                }),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn valid_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn unquote(v: &str) -> std::result::Result<String, String> {
+    let bytes = v.as_bytes();
+    if let Some(&q) = bytes.first() {
+        if q == b'"' || q == b'\'' {
+            if bytes.len() >= 2 && bytes[bytes.len() - 1] == q {
+                return Ok(v[1..v.len() - 1].to_string());
+            }
+            return Err(format!("unterminated {} quote", q as char));
+        }
+    }
+    Ok(v.to_string())
+}
+
+/// Read a config file; a missing file is an empty one.
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| Error::Config {
+                file: path.to_path_buf(),
+                line: 0,
+                key: String::new(),
+                message: "file is not valid UTF-8".into(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read config file", path)(e)),
+    }
+}
+
+impl Config {
+    /// Load and validate the host's configuration.
+    pub fn load(paths: &Paths) -> Result<Config> {
+        let mut env: BTreeMap<String, Entry> = DEFAULTS
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Entry {
+                        value: v.to_string(),
+                        origin: None,
+                    },
+                )
+            })
+            .collect();
+        for file in [&paths.var_config, &paths.etc_config] {
+            if let Some(text) = read_optional(file)? {
+                for (k, e) in parse_file(file, &text)? {
+                    env.insert(k, e);
+                }
+            }
+        }
+        Config::from_env(env)
+    }
+
+    /// Validate merged entries into a `Config`.
+    pub fn from_env(env: BTreeMap<String, Entry>) -> Result<Config> {
+        let v = Validator { env: &env };
+        let backoff = BackoffConfig {
+            min: v.duration("ECS_WARDEN_RESTART_BACKOFF_MIN")?,
+            max: v.duration("ECS_WARDEN_RESTART_BACKOFF_MAX")?,
+            stable: v.duration("ECS_WARDEN_RESTART_STABLE")?,
+        };
+        if backoff.max < backoff.min {
+            return Err(v.bad(
+                "ECS_WARDEN_RESTART_BACKOFF_MAX",
+                format!(
+                    "must not be below ECS_WARDEN_RESTART_BACKOFF_MIN ({})",
+                    v.get("ECS_WARDEN_RESTART_BACKOFF_MIN")
+                ),
+            ));
+        }
+        let attempts = v.integer("ECS_WARDEN_DOWNLOAD_ATTEMPTS", 1, 100)? as u32;
+        let update = UpdateConfig {
+            source: v.optional("ECS_WARDEN_UPDATE_SOURCE"),
+            allow_http: v.boolean("ECS_WARDEN_ALLOW_HTTP")?,
+            pinned_version: match v.optional("ECS_WARDEN_AGENT_VERSION") {
+                None => None,
+                Some(s) => Some(semver::Version::parse(s.trim_start_matches('v')).map_err(
+                    |e| {
+                        v.bad(
+                            "ECS_WARDEN_AGENT_VERSION",
+                            format!("expected a version such as 1.106.0 ({e})"),
+                        )
+                    },
+                )?),
+            },
+            health_timeout: v.duration("ECS_WARDEN_HEALTH_TIMEOUT")?,
+            health_stable: v.duration("ECS_WARDEN_HEALTH_STABLE")?,
+            connect_timeout: v.duration("ECS_WARDEN_DOWNLOAD_CONNECT_TIMEOUT")?,
+            read_timeout: v.duration("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT")?,
+            min_rate: v.integer("ECS_WARDEN_DOWNLOAD_MIN_RATE", 0, u64::MAX)?,
+            stall_window: v.duration("ECS_WARDEN_DOWNLOAD_STALL_WINDOW")?,
+            attempts,
+            retry_delay: v.duration("ECS_WARDEN_DOWNLOAD_RETRY_DELAY")?,
+        };
+        if let Some(src) = &update.source {
+            crate::update::manifest::check_source(src, update.allow_http)
+                .map_err(|m| v.bad("ECS_WARDEN_UPDATE_SOURCE", m))?;
+        }
+        let api_port = match v.optional("ECS_WARDEN_API_PORT") {
+            None => None,
+            Some(_) => Some(v.integer("ECS_WARDEN_API_PORT", 1, 65535)? as u16),
+        };
+        let cluster = v.get("ECS_CLUSTER").to_string();
+        let cluster = if cluster.is_empty() {
+            "default".to_string()
+        } else {
+            cluster
+        };
+        let config = Config {
+            log_level: v.log_level("ECS_LOGLEVEL")?,
+            updates_enabled: v.boolean("ECS_UPDATES_ENABLED")?,
+            introspection: v.endpoint("ECS_WARDEN_INTROSPECTION_URL")?,
+            stop_timeout: v.duration("ECS_WARDEN_STOP_TIMEOUT")?,
+            backoff,
+            proxy: ProxyConfig {
+                http: v.proxy("HTTP_PROXY")?,
+                https: v.proxy("HTTPS_PROXY")?,
+                no_proxy: v
+                    .optional("NO_PROXY")
+                    .map(|s| {
+                        s.split(',')
+                            .map(|p| p.trim().to_string())
+                            .filter(|p| !p.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            },
+            update,
+            api_port,
+            cluster,
+            env,
+        };
+        Ok(config)
+    }
+
+    /// The agent's environment: every merged key.
+    pub fn agent_env(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env.iter().map(|(k, e)| (k.as_str(), e.value.as_str()))
+    }
+}
+
+struct Validator<'a> {
+    env: &'a BTreeMap<String, Entry>,
+}
+
+impl Validator<'_> {
+    fn get(&self, key: &str) -> &str {
+        self.env.get(key).map(|e| e.value.as_str()).unwrap_or("")
+    }
+
+    fn optional(&self, key: &str) -> Option<String> {
+        let v = self.get(key).trim();
+        (!v.is_empty()).then(|| v.to_string())
+    }
+
+    fn bad(&self, key: &str, expected: String) -> Error {
+        let value = self.get(key);
+        let (file, line) = match self.env.get(key).and_then(|e| e.origin.clone()) {
+            Some(o) => (o.file, o.line),
+            None => (PathBuf::from("<built-in defaults>"), 0),
+        };
+        Error::Config {
+            file,
+            line,
+            key: key.to_string(),
+            message: format!("invalid value {value:?}: {expected}"),
+        }
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool> {
+        parse_bool(self.get(key)).ok_or_else(|| self.bad(key, "expected true or false".into()))
+    }
+
+    fn duration(&self, key: &str) -> Result<Duration> {
+        parse_duration(self.get(key)).ok_or_else(|| {
+            self.bad(
+                key,
+                "expected a duration such as 500ms, 30s, 2m or 1h30m".into(),
+            )
+        })
+    }
+
+    fn integer(&self, key: &str, min: u64, max: u64) -> Result<u64> {
+        match self.get(key).trim().parse::<u64>() {
+            Ok(n) if n >= min && n <= max => Ok(n),
+            _ => Err(self.bad(key, format!("expected a whole number from {min} to {max}"))),
+        }
+    }
+
+    fn log_level(&self, key: &str) -> Result<log::LevelFilter> {
+        Ok(match self.get(key).trim().to_ascii_lowercase().as_str() {
+            "trace" => log::LevelFilter::Trace,
+            "debug" => log::LevelFilter::Debug,
+            "info" => log::LevelFilter::Info,
+            "warn" => log::LevelFilter::Warn,
+            "error" | "crit" => log::LevelFilter::Error,
+            _ => return Err(self.bad(key, "expected one of debug, info, warn, error, crit".into())),
+        })
+    }
+
+    fn endpoint(&self, key: &str) -> Result<Endpoint> {
+        parse_loopback_url(self.get(key)).map_err(|m| self.bad(key, m))
+    }
+
+    fn proxy(&self, key: &str) -> Result<Option<String>> {
+        let Some(v) = self.optional(key) else {
+            return Ok(None);
+        };
+        let rest = v
+            .strip_prefix("http://")
+            .or_else(|| v.strip_prefix("https://"))
+            .or_else(|| v.strip_prefix("socks5://"));
+        match rest {
+            Some(r) if !r.trim_end_matches('/').is_empty() => Ok(Some(v)),
+            _ => Err(self.bad(
+                key,
+                "expected a proxy URL such as http://proxy.example:3128".into(),
+            )),
+        }
+    }
+}
+
+/// Go's `strconv.ParseBool`, which the agent uses for the same keys.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim() {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Durations as Go writes them: `500ms`, `30s`, `2m`, `1h30m`, `1.5s`; a bare
+/// `0` is zero.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += n * scale;
+    }
+    if !total.is_finite() || total > 365.0 * 86400.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// `http://HOST:PORT[/]` where HOST is a loopback address or `localhost`.
+pub fn parse_loopback_url(s: &str) -> std::result::Result<Endpoint, String> {
+    const EXPECT: &str =
+        "expected http://HOST:PORT with a loopback HOST, such as http://127.0.0.1:51678";
+    let rest = s
+        .trim()
+        .strip_prefix("http://")
+        .ok_or_else(|| EXPECT.to_string())?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+        let (h, p) = r.split_once("]:").ok_or_else(|| EXPECT.to_string())?;
+        (h, p)
+    } else {
+        rest.rsplit_once(':').ok_or_else(|| EXPECT.to_string())?
+    };
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| EXPECT.to_string())?;
+    let loopback = host == "localhost"
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false);
+    if !loopback {
+        return Err(format!("{host} is not a loopback address; {EXPECT}"));
+    }
+    Ok(Endpoint {
+        host: if host == "localhost" {
+            "127.0.0.1".into()
+        } else {
+            host.to_string()
+        },
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("abc"), None);
+        assert_eq!(parse_duration("5d"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn lines_quotes_comments() {
+        let text = "# c\n\nA=1\nexport B=\"two words\"\nC='x'\n D = y \nE=\n";
+        let got = parse_file(Path::new("f"), text).unwrap();
+        let kv: Vec<_> = got
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            kv,
+            [
+                ("A", "1"),
+                ("B", "two words"),
+                ("C", "x"),
+                ("D", "y"),
+                ("E", "")
+            ]
+        );
+        assert_eq!(got[3].1.origin.as_ref().unwrap().line, 6);
+    }
+
+    #[test]
+    fn malformed_lines_name_the_line() {
+        let e = parse_file(Path::new("/etc/ecs/ecs.config"), "A=1\nnot a pair\n").unwrap_err();
+        assert!(e.to_string().starts_with("/etc/ecs/ecs.config:2:"), "{e}");
+        let e = parse_file(Path::new("f"), "1A=1\n").unwrap_err();
+        assert!(e.to_string().contains("invalid key"), "{e}");
+        let e = parse_file(Path::new("f"), "A=\"open\n").unwrap_err();
+        assert!(e.to_string().contains("unterminated"), "{e}");
+    }
+
+    #[test]
+    fn loopback_urls() {
+        assert_eq!(
+            parse_loopback_url("http://127.0.0.1:51678").unwrap().port,
+            51678
+        );
+        assert_eq!(
+            parse_loopback_url("http://localhost:1/").unwrap().host,
+            "127.0.0.1"
+        );
+        assert!(parse_loopback_url("http://[::1]:80").is_ok());
+        assert!(parse_loopback_url("http://10.0.0.1:80").is_err());
+        assert!(parse_loopback_url("https://127.0.0.1:80").is_err());
+        assert!(parse_loopback_url("http://127.0.0.1").is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! The control API: typed actions, their routes, and the error shape.
+//!
+//! Requests arrive on the unix socket (`run/ecs-warden/control.sock`,
+//! mode 0600) as small JSON-over-HTTP calls. `route` turns `(method, path,
+//! body)` into an `Action`; the server hands the action to the main loop
+//! (the one owner of state) and writes back its `Reply`. Adding an
+//! operation is one line in `ROUTES` plus one arm where the main loop
+//! answers it.
+
+pub mod client;
+pub mod server;
+
+use serde_json::Value;
+
+use crate::error::EcsErrorName;
+use crate::http::Request;
+
+/// Body size cap for control requests.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What a caller asks of the running warden.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The status document.
+    Status,
+    /// Stop the agent gracefully, then the warden.
+    Stop,
+}
+
+/// An error answer: HTTP status, error name (`__type`), message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub name: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn ecs(name: EcsErrorName, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: name.http_status(),
+            name: name.as_str().to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn new(status: u16, name: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            name: name.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        serde_json::json!({"__type": self.name, "message": self.message})
+    }
+}
+
+impl From<crate::error::Error> for ApiError {
+    fn from(e: crate::error::Error) -> ApiError {
+        match e {
+            crate::error::Error::Ecs { name, message } => ApiError::ecs(name, message),
+            other => ApiError::ecs(EcsErrorName::ServerException, other.to_string()),
+        }
+    }
+}
+
+/// What the main loop answers.
+pub type Reply = Result<Value, ApiError>;
+
+type Parse = fn(&Request) -> Result<Action, ApiError>;
+
+/// The route table: `(method, path, parse)`.
+const ROUTES: &[(&str, &str, Parse)] = &[
+    ("GET", "/v1/status", |_| Ok(Action::Status)),
+    ("POST", "/v1/stop", |_| Ok(Action::Stop)),
+];
+
+/// Match a request to its action.
+pub fn route(req: &Request) -> Result<Action, ApiError> {
+    let mut path_known = false;
+    for (method, path, parse) in ROUTES {
+        if *path == req.path {
+            path_known = true;
+            if *method == req.method {
+                return parse(req);
+            }
+        }
+    }
+    if path_known {
+        Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{} is not allowed on {}", req.method, req.path),
+        ))
+    } else {
+        Err(ApiError::new(
+            404,
+            "NotFound",
+            format!("no such control endpoint: {} {}", req.method, req.path),
+        ))
+    }
+}
+
+/// Parse a JSON body into `T`, with the ECS error for bad input.
+pub fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let body: &[u8] = if req.body.is_empty() {
+        b"{}"
+    } else {
+        &req.body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::ecs(
+            EcsErrorName::InvalidParameterException,
+            format!("invalid request body: {e}"),
+        )
+    })
+}

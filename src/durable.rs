@@ -1,0 +1,154 @@
+//! Crash-safe file-system writes. Everything that must survive a crash goes
+//! through here.
+//!
+//! A durable write:
+//! 1. writes a temporary file in the same directory (same file system),
+//! 2. fsyncs it,
+//! 3. renames it over the target (atomic on POSIX),
+//! 4. fsyncs the directory so the rename itself is on disk.
+//!
+//! A symlink switch does the same with a temporary symlink, so the link
+//! always points somewhere: the old target until the rename, the new after.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Temporary sibling of `path`, unique to this process and call.
+pub fn temp_sibling(path: &Path, tag: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut rnd = [0u8; 4];
+    let _ = getrandom::getrandom(&mut rnd);
+    let suffix = u32::from_le_bytes(rnd);
+    path.with_file_name(format!(".{name}.{tag}.{}.{suffix:08x}", std::process::id()))
+}
+
+/// Write `bytes` to `path` atomically and durably with `mode`.
+/// `what` names the file for error messages ("state journal").
+pub fn write(what: &str, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = temp_sibling(path, "tmp");
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(Error::io(format!("create temporary {what}"), &tmp))?;
+        f.write_all(bytes)
+            .map_err(Error::io(format!("write {what}"), &tmp))?;
+        // The umask may have narrowed the mode given to open(2).
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(Error::io(format!("set mode of {what}"), &tmp))?;
+        f.sync_all()
+            .map_err(Error::io(format!("fsync {what}"), &tmp))?;
+        fs::rename(&tmp, path).map_err(Error::io(format!("rename {what} into place"), path))?;
+        sync_parent(path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `write` for a JSON value, pretty-printed with a trailing newline.
+pub fn write_json<T: serde::Serialize>(what: &str, path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Other(format!("serialize {what}: {e}")))?;
+    bytes.push(b'\n');
+    write(what, path, &bytes, 0o644)
+}
+
+/// fsync a directory, so renames and creations inside it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("fsync directory", dir))
+}
+
+/// fsync the directory holding `path`.
+pub fn sync_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Point the symlink `link` at `target` with one rename(2); never leaves
+/// `link` missing. `target` is stored as given (relative targets keep a
+/// build store relocatable).
+pub fn switch_symlink(what: &str, link: &Path, target: &Path) -> Result<()> {
+    let tmp = temp_sibling(link, "link");
+    std::os::unix::fs::symlink(target, &tmp)
+        .map_err(Error::io(format!("create temporary {what} link"), &tmp))?;
+    if let Err(e) = fs::rename(&tmp, link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(format!("switch {what} link"), link)(e));
+    }
+    sync_parent(link)
+}
+
+/// Create `dir` (and parents) with `mode` on the last component, and fsync
+/// the parent so the directory entry survives a crash.
+pub fn create_dir(what: &str, dir: &Path, mode: u32) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(Error::io(format!("create {what} directory"), dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(Error::io(format!("set mode of {what} directory"), dir))?;
+    sync_parent(dir)
+}
+
+/// Append one line to a log-structured file and fsync it. Used for the
+/// history, where a torn last line is tolerated by the reader.
+pub fn append_line(what: &str, path: &Path, line: &str) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(Error::io(format!("open {what}"), path))?;
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    f.write_all(&buf)
+        .map_err(Error::io(format!("append to {what}"), path))?;
+    f.sync_data()
+        .map_err(Error::io(format!("fsync {what}"), path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        write("state", &p, b"one", 0o600).unwrap();
+        write("state", &p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "temporary files left behind: {names:?}");
+    }
+
+    #[test]
+    fn switch_symlink_replaces_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("current");
+        switch_symlink("current", &link, Path::new("1.0.0")).unwrap();
+        switch_symlink("current", &link, Path::new("2.0.0")).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("2.0.0"));
+    }
+}

@@ -1,0 +1,21 @@
+//! ecs-warden: supervises the Amazon ECS container agent and moves it from
+//! one build to the next, crash-safely. See ARCHITECTURE.md for the map.
+
+pub mod agent;
+pub mod backoff;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod durable;
+pub mod error;
+pub mod exit;
+pub mod host;
+pub mod http;
+pub mod lock;
+pub mod notify;
+pub mod paths;
+pub mod status;
+pub mod store;
+pub mod supervisor;
+pub mod update;

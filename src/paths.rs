@@ -1,0 +1,114 @@
+//! Every location ecs-warden touches, derived from one root directory.
+//!
+//! Nothing else in the crate builds an absolute path: tests, the demo and
+//! the benchmarks run whole hosts side by side in temporary roots.
+
+use std::path::{Path, PathBuf};
+
+/// The host layout, relative to the configured root (default `/`).
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+    /// `etc/ecs/ecs.config`: the operator's config (wins).
+    pub etc_config: PathBuf,
+    /// `var/lib/ecs/ecs.config`: the packaged defaults.
+    pub var_config: PathBuf,
+    /// `var/lib/ecs/data/`: the agent's own state (`ECS_DATADIR`).
+    pub data_dir: PathBuf,
+    /// `var/lib/ecs-warden/`: the warden's durable state.
+    pub warden_dir: PathBuf,
+    /// `var/lib/ecs-warden/agents/`: one directory per build.
+    pub agents_dir: PathBuf,
+    /// `var/cache/ecs/`: downloads, the bundled agent, `desired-image`.
+    pub cache_dir: PathBuf,
+    /// `run/ecs-warden/`: lock and control socket (volatile).
+    pub run_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: impl Into<PathBuf>) -> Paths {
+        let root = root.into();
+        let warden_dir = root.join("var/lib/ecs-warden");
+        Paths {
+            etc_config: root.join("etc/ecs/ecs.config"),
+            var_config: root.join("var/lib/ecs/ecs.config"),
+            data_dir: root.join("var/lib/ecs/data"),
+            agents_dir: warden_dir.join("agents"),
+            warden_dir,
+            cache_dir: root.join("var/cache/ecs"),
+            run_dir: root.join("run/ecs-warden"),
+            root,
+        }
+    }
+
+    /// `agents/current`: symlink to the running build's directory.
+    pub fn current(&self) -> PathBuf {
+        self.agents_dir.join("current")
+    }
+
+    /// `agents/previous`: symlink to the build `current` replaced.
+    pub fn previous(&self) -> PathBuf {
+        self.agents_dir.join("previous")
+    }
+
+    /// `agents/<version>/`.
+    pub fn build_dir(&self, version: &str) -> PathBuf {
+        self.agents_dir.join(version)
+    }
+
+    /// The executable the supervisor starts: `agents/current/ecs-agent`.
+    pub fn current_agent(&self) -> PathBuf {
+        self.current().join(AGENT_FILE)
+    }
+
+    /// The agent shipped with the package: `var/cache/ecs/ecs-agent`.
+    pub fn bundled_agent(&self) -> PathBuf {
+        self.cache_dir.join(AGENT_FILE)
+    }
+
+    /// `var/cache/ecs/desired-image`: written by the agent before exit 42.
+    pub fn desired_image(&self) -> PathBuf {
+        self.cache_dir.join("desired-image")
+    }
+
+    pub fn lock(&self) -> PathBuf {
+        self.run_dir.join("lock")
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.run_dir.join("control.sock")
+    }
+
+    /// The update journal: `var/lib/ecs-warden/state.json`.
+    pub fn state(&self) -> PathBuf {
+        self.warden_dir.join("state.json")
+    }
+
+    /// Every journal transition, one JSON object a line.
+    pub fn history(&self) -> PathBuf {
+        self.warden_dir.join("history.jsonl")
+    }
+
+    /// Versions that failed their health gate and are refused.
+    pub fn quarantine(&self) -> PathBuf {
+        self.warden_dir.join("quarantine.json")
+    }
+
+    /// `etc/ecs-warden/credentials`: the local key pair for the TCP API.
+    pub fn credentials(&self) -> PathBuf {
+        self.root.join("etc/ecs-warden/credentials")
+    }
+
+    /// Render a path as the operator sees it on the host (relative to root).
+    pub fn display_rel(&self, p: &Path) -> String {
+        match p.strip_prefix(&self.root) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => p.display().to_string(),
+        }
+    }
+}
+
+/// File name of the agent executable inside a build directory.
+pub const AGENT_FILE: &str = "ecs-agent";
+/// Completion marker of a build directory, written last.
+pub const ARTIFACT_FILE: &str = "artifact.json";

@@ -1,0 +1,383 @@
+//! The agent build store under `var/lib/ecs-warden/agents/`.
+//!
+//! Layout: `<version>/ecs-agent` (0755) and `<version>/artifact.json` (the
+//! completion marker), `current` and `previous` as relative symlinks to a
+//! version directory. A build is installed as:
+//! 1. the executable is written into a hidden `.<version>.tmp-*` directory
+//!    and fsynced;
+//! 2. `artifact.json` is written last, durably;
+//! 3. the directory is renamed to `<version>` and the store fsynced.
+//!
+//! So a `<version>` directory is always complete, and a crash leaves only
+//! hidden leftovers that housekeeping removes. `current` is switched with
+//! one rename(2) (`durable::switch_symlink`) and never points nowhere.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::paths::{Paths, AGENT_FILE, ARTIFACT_FILE};
+
+/// `artifact.json`: what a build is and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_hash: Option<String>,
+    pub sha256: String,
+    pub size: u64,
+    pub source: String,
+    pub installed_at: String,
+}
+
+/// An installed, complete build.
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub dir: PathBuf,
+    pub artifact: Artifact,
+}
+
+impl Build {
+    pub fn version(&self) -> &str {
+        &self.artifact.version
+    }
+    pub fn executable(&self) -> PathBuf {
+        self.dir.join(AGENT_FILE)
+    }
+}
+
+/// Check a version string is safe as a directory name and is semver.
+pub fn parse_version(v: &str) -> std::result::Result<semver::Version, String> {
+    let v = v.strip_prefix('v').unwrap_or(v);
+    if v.contains('/') || v.contains("..") || v.is_empty() {
+        return Err(format!("{v:?} is not a valid version"));
+    }
+    semver::Version::parse(v).map_err(|e| format!("{v:?} is not a semantic version ({e})"))
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+pub struct Store<'a> {
+    paths: &'a Paths,
+}
+
+impl<'a> Store<'a> {
+    pub fn new(paths: &'a Paths) -> Store<'a> {
+        Store { paths }
+    }
+
+    /// A complete build of `version`, if installed.
+    pub fn build(&self, version: &str) -> Option<Build> {
+        let dir = self.paths.build_dir(version);
+        read_build(&dir).ok()
+    }
+
+    fn link_target(&self, link: &Path) -> Option<Build> {
+        let target = fs::read_link(link).ok()?;
+        let dir = self.paths.agents_dir.join(target);
+        read_build(&dir).ok()
+    }
+
+    /// The build `agents/current` points at.
+    pub fn current(&self) -> Option<Build> {
+        self.link_target(&self.paths.current())
+    }
+
+    /// The build `agents/previous` points at.
+    pub fn previous(&self) -> Option<Build> {
+        self.link_target(&self.paths.previous())
+    }
+
+    /// Name of the directory a link points at (even if incomplete).
+    pub fn link_name(&self, link: &Path) -> Option<String> {
+        fs::read_link(link)
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    /// Every complete build, for housekeeping and status.
+    pub fn builds(&self) -> Vec<Build> {
+        let Ok(rd) = fs::read_dir(&self.paths.agents_dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Build> = rd
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| read_build(&e.path()).ok())
+            .collect();
+        out.sort_by(|a, b| a.dir.cmp(&b.dir));
+        out
+    }
+
+    /// Install a verified executable at `src` (moved when `move_src`,
+    /// else copied) as build `artifact.version`.
+    /// The caller has checked size and digest; this re-checks nothing but
+    /// writes the completion marker last.
+    pub fn install(&self, src: &Path, artifact: &Artifact, move_src: bool) -> Result<Build> {
+        parse_version(&artifact.version).map_err(Error::Other)?;
+        let final_dir = self.paths.build_dir(&artifact.version);
+        if let Ok(b) = read_build(&final_dir) {
+            if b.artifact.sha256 == artifact.sha256 {
+                return Ok(b);
+            }
+            return Err(Error::Other(format!(
+                "build {} is already installed at {} with a different sha256 ({}); remove it first",
+                artifact.version,
+                final_dir.display(),
+                b.artifact.sha256
+            )));
+        }
+        durable::create_dir("agent store", &self.paths.agents_dir, 0o755)?;
+        let tmp =
+            self.paths
+                .agents_dir
+                .join(format!(".{}.tmp-{}", artifact.version, std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp).map_err(Error::io("create build directory", &tmp))?;
+        let result = (|| {
+            let exe = tmp.join(AGENT_FILE);
+            if move_src {
+                fs::rename(src, &exe).map_err(Error::io("move verified build into", &exe))?;
+            } else {
+                fs::copy(src, &exe).map_err(Error::io("copy agent build to", &exe))?;
+            }
+            fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))
+                .map_err(Error::io("set mode of", &exe))?;
+            fs::File::open(&exe)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io("fsync", &exe))?;
+            durable::write_json("artifact marker", &tmp.join(ARTIFACT_FILE), artifact)?;
+            if final_dir.exists() {
+                // An incomplete directory of the same name (no marker): replace it.
+                fs::remove_dir_all(&final_dir)
+                    .map_err(Error::io("remove incomplete build", &final_dir))?;
+            }
+            fs::rename(&tmp, &final_dir).map_err(Error::io("rename build into", &final_dir))?;
+            durable::sync_dir(&self.paths.agents_dir)?;
+            read_build(&final_dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    /// Point `current` at `version`; `previous` keeps what `current` was.
+    /// Both switches are single renames; `previous` is switched first so a
+    /// crash between them leaves `current` unchanged and `previous` merely
+    /// refreshed.
+    pub fn switch_current(&self, version: &str) -> Result<()> {
+        if let Some(old) = self.link_name(&self.paths.current()) {
+            if old != version {
+                durable::switch_symlink("previous", &self.paths.previous(), Path::new(&old))?;
+            }
+        }
+        durable::switch_symlink("current", &self.paths.current(), Path::new(version))
+    }
+
+    /// Point `current` at `version` without touching `previous` (rollback).
+    pub fn point_current(&self, version: &str) -> Result<()> {
+        durable::switch_symlink("current", &self.paths.current(), Path::new(version))
+    }
+
+    /// Point `previous` at `version`.
+    pub fn point_previous(&self, version: &str) -> Result<()> {
+        durable::switch_symlink("previous", &self.paths.previous(), Path::new(version))
+    }
+
+    /// First start: install the bundled agent (`var/cache/ecs/ecs-agent`)
+    /// when no build is current. Never replaces a current build: an agent
+    /// updated through the API is not silently downgraded by a package.
+    pub fn ensure_current(&self) -> Result<Build> {
+        if let Some(b) = self.current() {
+            return Ok(b);
+        }
+        let bundled = self.paths.bundled_agent();
+        if !bundled.is_file() {
+            return Err(Error::NoAgent {
+                current: self.paths.current_agent(),
+                bundled,
+            });
+        }
+        let build = self.install_bundled()?;
+        self.point_current(build.version())?;
+        log::info!(
+            "installed the bundled agent {} as the current build",
+            build.version()
+        );
+        Ok(build)
+    }
+
+    /// Install the bundled agent into the store (not switched).
+    pub fn install_bundled(&self) -> Result<Build> {
+        let bundled = self.paths.bundled_agent();
+        let (version, git_hash) = probe_version(&bundled)?;
+        let (sha256, size) = hash_file(&bundled)?;
+        let artifact = Artifact {
+            version,
+            git_hash,
+            sha256,
+            size,
+            source: format!("file://{}", bundled.display()),
+            installed_at: now_rfc3339(),
+        };
+        self.install(&bundled, &artifact, false)
+    }
+}
+
+fn read_build(dir: &Path) -> Result<Build> {
+    let marker = dir.join(ARTIFACT_FILE);
+    let bytes = fs::read(&marker).map_err(Error::io("read build marker", &marker))?;
+    let artifact: Artifact = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Other(format!("{}: invalid build marker: {e}", marker.display())))?;
+    if !dir.join(AGENT_FILE).is_file() {
+        return Err(Error::Other(format!(
+            "{}: build has a marker but no executable",
+            dir.display()
+        )));
+    }
+    Ok(Build {
+        dir: dir.to_path_buf(),
+        artifact,
+    })
+}
+
+/// SHA-256 (hex) and size of a file, streamed.
+pub fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = fs::File::open(path).map_err(Error::io("open", path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(Error::io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex(&h.finalize()), size))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Ask an agent executable for its version (`--version`), accepting the
+/// banner `Amazon ECS Agent - v1.2.3 (abcdef12)` and the real agent's
+/// `Version: 1.2.3` / `Commit: abcdef12` lines.
+pub fn probe_version(exe: &Path) -> Result<(String, Option<String>)> {
+    let mut child = Command::new(exe)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(Error::io("run agent --version:", exe))?;
+    let mut out = String::new();
+    if let Some(mut so) = child.stdout.take() {
+        let _ = so.read_to_string(&mut out);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+        }
+    }
+    parse_version_banner(&out).ok_or_else(|| {
+        Error::Other(format!(
+            "{}: cannot tell its version from `--version` (printed {:?})",
+            exe.display(),
+            out.trim()
+        ))
+    })
+}
+
+pub fn parse_version_banner(out: &str) -> Option<(String, Option<String>)> {
+    // Banner form: "Amazon ECS Agent - v1.2.3 (abcdef12)"; a '*' before the
+    // hash marks a dirty build.
+    if let Some(i) = out.find(" - v") {
+        let rest = &out[i + 4..];
+        let ver: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+        let hash = rest
+            .split_once('(')
+            .and_then(|(_, h)| h.split_once(')'))
+            .map(|(h, _)| h.trim_start_matches('*').to_string());
+        if parse_version(&ver).is_ok() {
+            return Some((ver, hash));
+        }
+    }
+    let mut ver = None;
+    let mut hash = None;
+    for line in out.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("Version:") {
+            ver = Some(v.trim().trim_start_matches('v').to_string());
+        } else if let Some(h) = line.strip_prefix("Commit:") {
+            hash = Some(h.trim().trim_start_matches('*').to_string());
+        }
+    }
+    ver.filter(|v| parse_version(v).is_ok()).map(|v| (v, hash))
+}
+
+/// Write `bytes` to a fresh file (tests, demo helpers).
+pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banners() {
+        assert_eq!(
+            parse_version_banner("Amazon ECS Agent - v1.30.0 (02ff320c)\n"),
+            Some(("1.30.0".into(), Some("02ff320c".into())))
+        );
+        assert_eq!(
+            parse_version_banner("Amazon ECS Agent - v1.30.0 (*02ff320c)"),
+            Some(("1.30.0".into(), Some("02ff320c".into())))
+        );
+        assert_eq!(
+            parse_version_banner("Amazon ECS Agent:\n\tVersion: 1.51.0\n\tCommit: 2d6f5fc7\n"),
+            Some(("1.51.0".into(), Some("2d6f5fc7".into())))
+        );
+        assert_eq!(parse_version_banner("hello"), None);
+        assert_eq!(parse_version_banner("x - v../../etc (1)"), None);
+    }
+
+    #[test]
+    fn versions_are_safe_names() {
+        assert!(parse_version("1.2.3").is_ok());
+        assert!(parse_version("v1.2.3-rc.1").is_ok());
+        assert!(parse_version("1.2").is_err());
+        assert!(parse_version("../1.2.3").is_err());
+        assert!(parse_version("1.2.3/x").is_err());
+    }
+}

@@ -1,0 +1,506 @@
+//! The supervisor: the main loop and the one owner of mutable state.
+//!
+//! Threads that listen (signals, the control socket, the agent's output)
+//! send `Event`s here and, where they need an answer, wait for it on a
+//! reply channel. The loop blocks on its channel with a timeout equal to the
+//! next deadline (a restart after backoff, a SIGKILL after the stop
+//! timeout, a backoff reset, a watchdog ping); when the agent is healthy
+//! and nothing is pending there is no deadline and it sleeps until an event
+//! arrives.
+//!
+//! The ecs-init exit-code contract, applied when the agent exits:
+//! - 0: the warden stops and exits 0;
+//! - 5: terminal; the warden exits 5 and does not restart it;
+//! - 42: an update was requested; perform a staged update, else restart;
+//! - 2: log the agent's last output lines, then restart with backoff;
+//! - anything else, or death by a signal: restart with backoff.
+//!
+//! Stopping: SIGTERM to the agent's PID only, SIGKILL to that PID after the
+//! stop timeout, then exit 0. A process group is never signalled.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+
+use crate::agent;
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::control::{self, Action, Reply};
+use crate::error::{Error, Result};
+use crate::exit::Exit;
+use crate::host;
+use crate::lock::Lock;
+use crate::notify::Notifier;
+use crate::paths::Paths;
+use crate::store::Store;
+
+/// Everything the main loop reacts to.
+pub enum Event {
+    /// A signal delivered to the warden.
+    Signal(i32),
+    /// A control request and where to send the answer.
+    Control(Action, Sender<Reply>),
+    /// The agent's output pipe closed; its last lines.
+    OutputClosed { pid: i32, tail: Vec<String> },
+}
+
+/// How the agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Code(c) => write!(f, "exited with code {c}"),
+            Ended::Signal(s) => match Signal::try_from(*s) {
+                Ok(sig) => write!(f, "was killed by {sig}"),
+                Err(_) => write!(f, "was killed by signal {s}"),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LastExit {
+    ended: Ended,
+    at: SystemTime,
+    ran_for: Duration,
+}
+
+enum AgentState {
+    Running {
+        pid: i32,
+        since: Instant,
+        version: String,
+    },
+    Stopping {
+        pid: i32,
+        since: Instant,
+        version: String,
+        /// When SIGKILL follows; `None` once sent.
+        kill_at: Option<Instant>,
+    },
+    /// Waiting out the backoff before the next start.
+    Waiting { until: Instant },
+    /// Not running and not coming back (the warden is exiting).
+    Down,
+}
+
+pub struct Supervisor {
+    paths: Paths,
+    cfg: Config,
+    notifier: Notifier,
+    tx: Sender<Event>,
+    agent: AgentState,
+    backoff: Backoff,
+    restarts: u64,
+    last_exit: Option<LastExit>,
+    started_at: SystemTime,
+    /// A stop was requested: do not restart the agent.
+    shutting_down: bool,
+    /// Set when the loop should end, with the warden's exit code.
+    exit: Option<Exit>,
+    /// The last output lines of an agent whose pipe closed.
+    tail: Option<(i32, Vec<String>)>,
+    /// An agent that exited 2 whose last lines are still to be logged.
+    want_tail: Option<i32>,
+    watchdog_at: Option<Instant>,
+}
+
+/// Run the warden for this root until it is stopped or the agent ends it.
+pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier) -> Result<Exit> {
+    host::prepare_layout(paths)?;
+    let _lock = Lock::acquire(&paths.lock())?;
+    Store::new(paths).ensure_current()?;
+    let (tx, rx) = mpsc::channel();
+    spawn_signal_thread(tx.clone())?;
+    control::server::spawn(&paths.control_socket(), tx.clone())?;
+    let mut sup = Supervisor::new(paths.clone(), cfg.clone(), notifier, tx);
+    sup.start_agent();
+    sup.notifier.ready("supervising the ECS agent");
+    let code = sup.run_loop(rx);
+    let _ = std::fs::remove_file(paths.control_socket());
+    Ok(code)
+}
+
+fn spawn_signal_thread(tx: Sender<Event>) -> Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Error::Other(format!("install signal handlers: {e}")))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(Event::Signal(sig)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Error::Other(format!("start signal thread: {e}")))?;
+    Ok(())
+}
+
+impl Supervisor {
+    pub fn new(paths: Paths, cfg: Config, notifier: Notifier, tx: Sender<Event>) -> Supervisor {
+        let watchdog_at = notifier.watchdog_interval.map(|i| Instant::now() + i);
+        Supervisor {
+            backoff: Backoff::new(cfg.backoff),
+            paths,
+            cfg,
+            notifier,
+            tx,
+            agent: AgentState::Down,
+            restarts: 0,
+            last_exit: None,
+            started_at: SystemTime::now(),
+            shutting_down: false,
+            exit: None,
+            tail: None,
+            want_tail: None,
+            watchdog_at,
+        }
+    }
+
+    fn run_loop(&mut self, rx: Receiver<Event>) -> Exit {
+        loop {
+            if let Some(code) = self.exit {
+                return code;
+            }
+            let event = match self.next_deadline() {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            match event {
+                Ok(ev) => self.handle(ev),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Exit::Failure,
+            }
+            self.on_deadlines(Instant::now());
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let agent = match &self.agent {
+            AgentState::Running { since, .. } if self.backoff.failures() > 0 => {
+                Some(*since + self.backoff.stable_after())
+            }
+            AgentState::Stopping { kill_at, .. } => *kill_at,
+            AgentState::Waiting { until } => Some(*until),
+            _ => None,
+        };
+        [agent, self.watchdog_at].into_iter().flatten().min()
+    }
+
+    fn on_deadlines(&mut self, now: Instant) {
+        if let Some(at) = self.watchdog_at {
+            if at <= now {
+                self.notifier.watchdog();
+                self.watchdog_at = self.notifier.watchdog_interval.map(|i| now + i);
+            }
+        }
+        match &mut self.agent {
+            AgentState::Running { since, .. }
+                if self.backoff.failures() > 0 && *since + self.backoff.stable_after() <= now =>
+            {
+                log::info!(
+                    "agent has run for {}; restart backoff reset",
+                    humantime::format_duration(self.backoff.stable_after())
+                );
+                self.backoff.reset();
+            }
+            AgentState::Stopping { pid, kill_at, .. } if kill_at.is_some_and(|k| k <= now) => {
+                log::warn!(
+                    "agent (pid {pid}) did not exit within {}; sending SIGKILL to pid {pid}",
+                    humantime::format_duration(self.cfg.stop_timeout)
+                );
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+                *kill_at = None;
+            }
+            AgentState::Waiting { until } if *until <= now => {
+                self.restarts += 1;
+                self.start_agent();
+            }
+            _ => {}
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Signal(SIGCHLD) => self.reap(),
+            Event::Signal(sig @ (SIGTERM | SIGINT)) => {
+                log::info!(
+                    "received {}; stopping",
+                    if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
+                );
+                self.request_stop();
+            }
+            Event::Signal(SIGHUP) => {
+                log::info!("received SIGHUP; nothing to reload");
+            }
+            Event::Signal(_) => {}
+            Event::Control(action, reply) => {
+                let answer = self.answer(action);
+                let _ = reply.send(answer);
+            }
+            Event::OutputClosed { pid, tail } => {
+                if self.want_tail == Some(pid) {
+                    self.want_tail = None;
+                    log_tail(pid, &tail);
+                } else {
+                    self.tail = Some((pid, tail));
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, action: Action) -> Reply {
+        match action {
+            Action::Status => Ok(self.snapshot()),
+            Action::Stop => {
+                log::info!("stop requested over the control socket");
+                self.request_stop();
+                Ok(json!({"stopping": true}))
+            }
+        }
+    }
+
+    /// Start the current build; on failure, schedule a retry.
+    fn start_agent(&mut self) {
+        if self.shutting_down {
+            self.agent = AgentState::Down;
+            return;
+        }
+        let store = Store::new(&self.paths);
+        let Some(build) = store.current() else {
+            log::error!(
+                "no complete agent build at {}; retrying",
+                self.paths.current().display()
+            );
+            return self.schedule_restart();
+        };
+        match agent::spawn(&self.paths, &self.cfg, &build, self.tx.clone()) {
+            Ok(started) => {
+                log::info!("started agent {} (pid {})", build.version(), started.pid);
+                self.notifier
+                    .status(&format!("agent {} running", build.version()));
+                self.agent = AgentState::Running {
+                    pid: started.pid,
+                    since: Instant::now(),
+                    version: build.version().to_string(),
+                };
+            }
+            Err(e) => {
+                log::error!("{e}");
+                self.schedule_restart();
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self) {
+        let delay = self.backoff.next_delay();
+        log::info!(
+            "restarting the agent in {} (failure {} in a row)",
+            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)),
+            self.backoff.failures()
+        );
+        self.agent = AgentState::Waiting {
+            until: Instant::now() + delay,
+        };
+    }
+
+    fn agent_pid(&self) -> Option<i32> {
+        match &self.agent {
+            AgentState::Running { pid, .. } | AgentState::Stopping { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// Collect the agent if it has exited. Only the agent's PID is waited
+    /// for, so helpers spawned elsewhere keep their own exit statuses.
+    fn reap(&mut self) {
+        let Some(pid) = self.agent_pid() else { return };
+        let ended = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Ended::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Ended::Signal(sig as i32),
+            Ok(_) => return,
+            Err(nix::errno::Errno::ECHILD) => {
+                log::error!("agent pid {pid} is not our child any more; treating it as gone");
+                Ended::Signal(Signal::SIGKILL as i32)
+            }
+            Err(e) => {
+                log::error!("waitpid({pid}): {e}");
+                return;
+            }
+        };
+        self.on_agent_exit(pid, ended);
+    }
+
+    fn on_agent_exit(&mut self, pid: i32, ended: Ended) {
+        let (since, version, stopping) = match &self.agent {
+            AgentState::Running { since, version, .. } => (*since, version.clone(), false),
+            AgentState::Stopping { since, version, .. } => (*since, version.clone(), true),
+            _ => return,
+        };
+        let ran_for = since.elapsed();
+        self.last_exit = Some(LastExit {
+            ended,
+            at: SystemTime::now(),
+            ran_for,
+        });
+        self.agent = AgentState::Down;
+        if stopping {
+            log::info!("agent {version} (pid {pid}) {ended}; stopped");
+            self.exit = Some(Exit::Ok);
+            return;
+        }
+        let ran = humantime::format_duration(Duration::from_millis(ran_for.as_millis() as u64));
+        match ended {
+            Ended::Code(0) => {
+                log::info!("agent {version} (pid {pid}) exited with code 0 after {ran}; stopping");
+                self.exit = Some(Exit::Ok);
+            }
+            Ended::Code(5) => {
+                log::error!(
+                    "agent {version} (pid {pid}) exited with code 5 (terminal) after {ran}; not restarting it"
+                );
+                self.exit = Some(Exit::AgentTerminal);
+            }
+            Ended::Code(42) => {
+                log::info!(
+                    "agent {version} (pid {pid}) exited with code 42 (update requested), but no update is staged; restarting it"
+                );
+                self.restarts += 1;
+                self.start_agent();
+            }
+            Ended::Code(2) => {
+                log::error!("agent {version} (pid {pid}) exited with code 2 after {ran}");
+                match self.tail.take() {
+                    Some((p, tail)) if p == pid => log_tail(pid, &tail),
+                    _ => self.want_tail = Some(pid),
+                }
+                self.schedule_restart();
+            }
+            other => {
+                log::warn!("agent {version} (pid {pid}) {other} after {ran}");
+                self.schedule_restart();
+            }
+        }
+    }
+
+    /// Stop gracefully: SIGTERM to the agent's PID, SIGKILL after the stop
+    /// timeout, then exit 0.
+    fn request_stop(&mut self) {
+        self.shutting_down = true;
+        self.notifier.stopping();
+        match &self.agent {
+            AgentState::Running {
+                pid,
+                since,
+                version,
+            } => {
+                let (pid, since, version) = (*pid, *since, version.clone());
+                log::info!("sending SIGTERM to agent (pid {pid})");
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                self.agent = AgentState::Stopping {
+                    pid,
+                    since,
+                    version,
+                    kill_at: Some(Instant::now() + self.cfg.stop_timeout),
+                };
+            }
+            AgentState::Stopping { .. } => {}
+            AgentState::Waiting { .. } | AgentState::Down => {
+                self.agent = AgentState::Down;
+                self.exit = Some(Exit::Ok);
+            }
+        }
+    }
+
+    /// The supervisor's part of the status document.
+    fn snapshot(&self) -> Value {
+        let now = Instant::now();
+        let (state, pid, version, uptime) = match &self.agent {
+            AgentState::Running {
+                pid,
+                since,
+                version,
+            } => (
+                "RUNNING",
+                Some(*pid),
+                Some(version.clone()),
+                Some(now - *since),
+            ),
+            AgentState::Stopping {
+                pid,
+                since,
+                version,
+                ..
+            } => (
+                "STOPPING",
+                Some(*pid),
+                Some(version.clone()),
+                Some(now - *since),
+            ),
+            AgentState::Waiting { .. } => ("BACKOFF", None, None, None),
+            AgentState::Down => ("STOPPED", None, None, None),
+        };
+        let next_start = match &self.agent {
+            AgentState::Waiting { until } => {
+                Some(until.saturating_duration_since(now).as_millis() as u64)
+            }
+            _ => None,
+        };
+        let build = Store::new(&self.paths).current();
+        json!({
+            "warden": {
+                "pid": std::process::id(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "root": self.paths.root.display().to_string(),
+                "startedAt": humantime::format_rfc3339_seconds(self.started_at).to_string(),
+            },
+            "supervisor": {
+                "agentState": state,
+                "agentPid": pid,
+                "agentVersion": version,
+                "agentUptimeSeconds": uptime.map(|d| d.as_secs()),
+                "restarts": self.restarts,
+                "consecutiveFailures": self.backoff.failures(),
+                "backoffMs": self.backoff.current().as_millis() as u64,
+                "nextStartInMs": next_start,
+                "lastExit": self.last_exit.as_ref().map(|e| json!({
+                    "code": match e.ended { Ended::Code(c) => Some(c), _ => None },
+                    "signal": match e.ended { Ended::Signal(s) => Some(s), _ => None },
+                    "description": e.ended.to_string(),
+                    "at": humantime::format_rfc3339_seconds(e.at).to_string(),
+                    "ranForMs": e.ran_for.as_millis() as u64,
+                })),
+            },
+            "build": build.map(|b| json!({
+                "version": b.artifact.version,
+                "gitHash": b.artifact.git_hash,
+                "sha256": b.artifact.sha256,
+                "installedAt": b.artifact.installed_at,
+            })),
+            "cluster": self.cfg.cluster,
+            "introspection": self.cfg.introspection.base_url(),
+        })
+    }
+}
+
+fn log_tail(pid: i32, tail: &[String]) {
+    if tail.is_empty() {
+        log::error!("agent (pid {pid}) printed nothing before it exited");
+        return;
+    }
+    log::error!("last {} lines of agent (pid {pid}) output:", tail.len());
+    for line in tail {
+        log::error!("  | {line}");
+    }
+}

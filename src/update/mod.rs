@@ -1,0 +1,3 @@
+//! The update machine (see `machine`): manifest, download, journal, gate.
+
+pub mod manifest;
