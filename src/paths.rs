@@ -71,6 +71,17 @@ impl Paths {
         self.cache_dir.join("desired-image")
     }
 
+    /// Download in progress for `version`, beside the store (same file
+    /// system, so installing it is a rename).
+    pub fn partial(&self, version: &str) -> PathBuf {
+        self.agents_dir.join(format!(".{version}.partial"))
+    }
+
+    /// PID and start time of the agent the warden started last.
+    pub fn agent_record(&self) -> PathBuf {
+        self.run_dir.join("agent.json")
+    }
+
     pub fn lock(&self) -> PathBuf {
         self.run_dir.join("lock")
     }

@@ -29,6 +29,9 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 use crate::agent;
 use crate::backoff::Backoff;
+use crate::failpoint;
+use crate::orphan;
+use crate::update::machine::{UpdateEvent, Updater};
 use crate::config::Config;
 use crate::control::{self, Action, Reply};
 use crate::error::{Error, Result};
@@ -47,6 +50,8 @@ pub enum Event {
     Control(Action, Sender<Reply>),
     /// The agent's output pipe closed; its last lines.
     OutputClosed { pid: i32, tail: Vec<String> },
+    /// A report from an update worker thread.
+    Update(UpdateEvent),
 }
 
 /// How the agent ended.
@@ -75,7 +80,18 @@ struct LastExit {
     ran_for: Duration,
 }
 
-enum AgentState {
+/// Why the agent is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopFor {
+    /// The warden is stopping.
+    Shutdown,
+    /// An update replaces it.
+    Update,
+    /// A rollback replaces it.
+    Rollback,
+}
+
+pub enum AgentState {
     Running {
         pid: i32,
         since: Instant,
@@ -87,6 +103,7 @@ enum AgentState {
         version: String,
         /// When SIGKILL follows; `None` once sent.
         kill_at: Option<Instant>,
+        purpose: StopFor,
     },
     /// Waiting out the backoff before the next start.
     Waiting { until: Instant },
@@ -95,19 +112,20 @@ enum AgentState {
 }
 
 pub struct Supervisor {
-    paths: Paths,
-    cfg: Config,
+    pub(crate) paths: Paths,
+    pub(crate) cfg: Config,
     notifier: Notifier,
-    tx: Sender<Event>,
-    agent: AgentState,
+    pub(crate) tx: Sender<Event>,
+    pub(crate) agent: AgentState,
+    pub(crate) update: Updater,
     backoff: Backoff,
     restarts: u64,
     last_exit: Option<LastExit>,
     started_at: SystemTime,
     /// A stop was requested: do not restart the agent.
-    shutting_down: bool,
+    pub(crate) shutting_down: bool,
     /// Set when the loop should end, with the warden's exit code.
-    exit: Option<Exit>,
+    pub(crate) exit: Option<Exit>,
     /// The last output lines of an agent whose pipe closed.
     tail: Option<(i32, Vec<String>)>,
     /// An agent that exited 2 whose last lines are still to be logged.
@@ -119,12 +137,17 @@ pub struct Supervisor {
 pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier) -> Result<Exit> {
     host::prepare_layout(paths)?;
     let _lock = Lock::acquire(&paths.lock())?;
+    orphan::stop_orphan(&paths.agent_record(), cfg.stop_timeout);
     Store::new(paths).ensure_current()?;
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx.clone())?;
-    control::server::spawn(&paths.control_socket(), tx.clone())?;
-    let mut sup = Supervisor::new(paths.clone(), cfg.clone(), notifier, tx);
-    sup.start_agent();
+    let mut sup = Supervisor::new(paths.clone(), cfg.clone(), notifier, tx.clone())?;
+    control::server::spawn(&paths.control_socket(), tx, cfg)?;
+    // Resume or undo an update a previous warden left in flight; it starts
+    // the agent itself when the update is past stopping the old one.
+    if sup.recover() {
+        sup.start_agent();
+    }
     sup.notifier.ready("supervising the ECS agent");
     let code = sup.run_loop(rx);
     let _ = std::fs::remove_file(paths.control_socket());
@@ -148,9 +171,15 @@ fn spawn_signal_thread(tx: Sender<Event>) -> Result<()> {
 }
 
 impl Supervisor {
-    pub fn new(paths: Paths, cfg: Config, notifier: Notifier, tx: Sender<Event>) -> Supervisor {
+    pub fn new(
+        paths: Paths,
+        cfg: Config,
+        notifier: Notifier,
+        tx: Sender<Event>,
+    ) -> Result<Supervisor> {
         let watchdog_at = notifier.watchdog_interval.map(|i| Instant::now() + i);
-        Supervisor {
+        Ok(Supervisor {
+            update: Updater::load(&paths)?,
             backoff: Backoff::new(cfg.backoff),
             paths,
             cfg,
@@ -165,7 +194,7 @@ impl Supervisor {
             tail: None,
             want_tail: None,
             watchdog_at,
-        }
+        })
     }
 
     fn run_loop(&mut self, rx: Receiver<Event>) -> Exit {
@@ -249,6 +278,7 @@ impl Supervisor {
                 let answer = self.answer(action);
                 let _ = reply.send(answer);
             }
+            Event::Update(ev) => self.on_update_event(ev),
             Event::OutputClosed { pid, tail } => {
                 if self.want_tail == Some(pid) {
                     self.want_tail = None;
@@ -268,11 +298,17 @@ impl Supervisor {
                 self.request_stop();
                 Ok(json!({"stopping": true}))
             }
+            Action::Update(req) => self.begin_update(req),
+            Action::Rollback { keep_data } => self.begin_operator_rollback(keep_data),
+            Action::Refuse(err) => {
+                self.note_refusal(&err);
+                Err(err)
+            }
         }
     }
 
     /// Start the current build; on failure, schedule a retry.
-    fn start_agent(&mut self) {
+    pub(crate) fn start_agent(&mut self) {
         if self.shutting_down {
             self.agent = AgentState::Down;
             return;
@@ -303,7 +339,7 @@ impl Supervisor {
         }
     }
 
-    fn schedule_restart(&mut self) {
+    pub(crate) fn schedule_restart(&mut self) {
         let delay = self.backoff.next_delay();
         log::info!(
             "restarting the agent in {} (failure {} in a row)",
@@ -343,9 +379,14 @@ impl Supervisor {
     }
 
     fn on_agent_exit(&mut self, pid: i32, ended: Ended) {
-        let (since, version, stopping) = match &self.agent {
-            AgentState::Running { since, version, .. } => (*since, version.clone(), false),
-            AgentState::Stopping { since, version, .. } => (*since, version.clone(), true),
+        let (since, version, purpose) = match &self.agent {
+            AgentState::Running { since, version, .. } => (*since, version.clone(), None),
+            AgentState::Stopping {
+                since,
+                version,
+                purpose,
+                ..
+            } => (*since, version.clone(), Some(*purpose)),
             _ => return,
         };
         let ran_for = since.elapsed();
@@ -355,12 +396,35 @@ impl Supervisor {
             ran_for,
         });
         self.agent = AgentState::Down;
-        if stopping {
-            log::info!("agent {version} (pid {pid}) {ended}; stopped");
+        orphan::clear(&self.paths.agent_record());
+        if ended == Ended::Code(2) {
+            match self.tail.take() {
+                Some((p, tail)) if p == pid => log_tail(pid, &tail),
+                _ => self.want_tail = Some(pid),
+            }
+        }
+        match purpose {
+            Some(StopFor::Shutdown) => {
+                log::info!("agent {version} (pid {pid}) {ended}; stopped");
+                self.exit = Some(Exit::Ok);
+                return;
+            }
+            Some(p) => {
+                log::info!("agent {version} (pid {pid}) {ended}; stopped for the update");
+                return self.on_agent_stopped_for(p);
+            }
+            None => {}
+        }
+        if self.shutting_down {
             self.exit = Some(Exit::Ok);
             return;
         }
         let ran = humantime::format_duration(Duration::from_millis(ran_for.as_millis() as u64));
+        // An exit while the update machine is watching the agent (the
+        // health gate) is the machine's to handle.
+        if self.on_agent_exit_during_update(&version, ended) {
+            return;
+        }
         match ended {
             Ended::Code(0) => {
                 log::info!("agent {version} (pid {pid}) exited with code 0 after {ran}; stopping");
@@ -373,18 +437,12 @@ impl Supervisor {
                 self.exit = Some(Exit::AgentTerminal);
             }
             Ended::Code(42) => {
-                log::info!(
-                    "agent {version} (pid {pid}) exited with code 42 (update requested), but no update is staged; restarting it"
-                );
+                log::info!("agent {version} (pid {pid}) exited with code 42: update requested");
                 self.restarts += 1;
-                self.start_agent();
+                self.on_exit_42();
             }
             Ended::Code(2) => {
                 log::error!("agent {version} (pid {pid}) exited with code 2 after {ran}");
-                match self.tail.take() {
-                    Some((p, tail)) if p == pid => log_tail(pid, &tail),
-                    _ => self.want_tail = Some(pid),
-                }
                 self.schedule_restart();
             }
             other => {
@@ -394,11 +452,9 @@ impl Supervisor {
         }
     }
 
-    /// Stop gracefully: SIGTERM to the agent's PID, SIGKILL after the stop
-    /// timeout, then exit 0.
-    fn request_stop(&mut self) {
-        self.shutting_down = true;
-        self.notifier.stopping();
+    /// Stop the agent for `purpose`: SIGTERM to its PID, SIGKILL after the
+    /// stop timeout. Returns false when no agent runs (nothing to wait for).
+    pub(crate) fn stop_agent(&mut self, purpose: StopFor) -> bool {
         match &self.agent {
             AgentState::Running {
                 pid,
@@ -406,25 +462,54 @@ impl Supervisor {
                 version,
             } => {
                 let (pid, since, version) = (*pid, *since, version.clone());
-                log::info!("sending SIGTERM to agent (pid {pid})");
+                log::info!("sending SIGTERM to agent {version} (pid {pid})");
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
                 self.agent = AgentState::Stopping {
                     pid,
                     since,
                     version,
                     kill_at: Some(Instant::now() + self.cfg.stop_timeout),
+                    purpose,
                 };
+                true
             }
-            AgentState::Stopping { .. } => {}
+            AgentState::Stopping { .. } => {
+                // Already stopping: a shutdown takes over any other purpose.
+                if let AgentState::Stopping { purpose: p, .. } = &mut self.agent {
+                    if purpose == StopFor::Shutdown {
+                        *p = StopFor::Shutdown;
+                    }
+                }
+                true
+            }
             AgentState::Waiting { .. } | AgentState::Down => {
                 self.agent = AgentState::Down;
-                self.exit = Some(Exit::Ok);
+                false
             }
         }
     }
 
+    pub(crate) fn agent_running(&self) -> bool {
+        matches!(self.agent, AgentState::Running { .. })
+    }
+
+    pub(crate) fn failpoint(&self, name: &str) {
+        failpoint::hit(name);
+    }
+
+    /// Stop gracefully: SIGTERM to the agent's PID, SIGKILL after the stop
+    /// timeout, then exit 0. An update in flight stays in the journal and is
+    /// resumed or undone by the next start.
+    fn request_stop(&mut self) {
+        self.shutting_down = true;
+        self.notifier.stopping();
+        if !self.stop_agent(StopFor::Shutdown) {
+            self.exit = Some(Exit::Ok);
+        }
+    }
+
     /// The supervisor's part of the status document.
-    fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> Value {
         let now = Instant::now();
         let (state, pid, version, uptime) = match &self.agent {
             AgentState::Running {
@@ -490,6 +575,8 @@ impl Supervisor {
             })),
             "cluster": self.cfg.cluster,
             "introspection": self.cfg.introspection.base_url(),
+            "agentUpdateStatus": self.update.record.as_ref().map(|r| r.state.as_str()),
+            "update": self.update_status(),
         })
     }
 }

@@ -12,8 +12,11 @@ pub mod server;
 
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::error::EcsErrorName;
 use crate::http::Request;
+use crate::update::journal::Origin;
+use crate::update::request::{self, Params};
 
 /// Body size cap for control requests.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -25,6 +28,13 @@ pub enum Action {
     Status,
     /// Stop the agent gracefully, then the warden.
     Stop,
+    /// Stage (and, when `perform`, perform) a resolved update.
+    Update(request::Request),
+    /// Roll back to the previous build.
+    Rollback { keep_data: bool },
+    /// A request refused before it reached the machine: recorded for
+    /// status, answered with the error.
+    Refuse(ApiError),
 }
 
 /// An error answer: HTTP status, error name (`__type`), message.
@@ -69,22 +79,47 @@ impl From<crate::error::Error> for ApiError {
 /// What the main loop answers.
 pub type Reply = Result<Value, ApiError>;
 
-type Parse = fn(&Request) -> Result<Action, ApiError>;
+/// Parses a request into its action. Runs on the connection's thread, so
+/// it may take its time (fetching a manifest) without holding anyone up.
+type Parse = fn(&Request, &Config) -> Result<Action, ApiError>;
 
 /// The route table: `(method, path, parse)`.
 const ROUTES: &[(&str, &str, Parse)] = &[
-    ("GET", "/v1/status", |_| Ok(Action::Status)),
-    ("POST", "/v1/stop", |_| Ok(Action::Stop)),
+    ("GET", "/v1/status", |_, _| Ok(Action::Status)),
+    ("POST", "/v1/stop", |_, _| Ok(Action::Stop)),
+    ("POST", "/v1/update", |r, c| update(r, c, true)),
+    ("POST", "/v1/stage", |r, c| update(r, c, false)),
+    ("POST", "/v1/rollback", |r, c| {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct P {
+            #[serde(default)]
+            keep_data: bool,
+        }
+        let p: P = json_body(r)?;
+        request::updates_enabled(c)?;
+        Ok(Action::Rollback {
+            keep_data: p.keep_data,
+        })
+    }),
 ];
 
+fn update(req: &Request, cfg: &Config, perform: bool) -> Result<Action, ApiError> {
+    let params: Params = json_body(req)?;
+    Ok(match request::resolve(cfg, &params, Origin::Cli, perform) {
+        Ok(r) => Action::Update(r),
+        Err(e) => Action::Refuse(e),
+    })
+}
+
 /// Match a request to its action.
-pub fn route(req: &Request) -> Result<Action, ApiError> {
+pub fn route(req: &Request, cfg: &Config) -> Result<Action, ApiError> {
     let mut path_known = false;
     for (method, path, parse) in ROUTES {
         if *path == req.path {
             path_known = true;
             if *method == req.method {
-                return parse(req);
+                return parse(req, cfg);
             }
         }
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{route, Action, ApiError, Reply, MAX_BODY};
+use crate::config::Config;
 use crate::error::{EcsErrorName, Error, Result};
 use crate::http::{self, Handler, Limits, ReadError, Request, Response};
 use crate::supervisor::Event;
@@ -20,6 +21,7 @@ const MAIN_LOOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Control {
     tx: Sender<Event>,
+    cfg: Config,
 }
 
 /// Ask the main loop and wait for its reply.
@@ -44,7 +46,7 @@ pub fn respond(reply: Reply) -> Response {
 
 impl Handler for Control {
     fn handle(&self, req: Request) -> Response {
-        respond(route(&req).and_then(|action| ask(&self.tx, action)))
+        respond(route(&req, &self.cfg).and_then(|action| ask(&self.tx, action)))
     }
 
     fn reject(&self, err: &ReadError) -> Response {
@@ -64,7 +66,7 @@ pub fn reject(err: &ReadError) -> Response {
 }
 
 /// Bind the control socket (mode 0600) and serve it on its own threads.
-pub fn spawn(socket: &Path, tx: Sender<Event>) -> Result<()> {
+pub fn spawn(socket: &Path, tx: Sender<Event>, cfg: &Config) -> Result<()> {
     // We hold the root's lock, so any socket file here is stale.
     match fs::remove_file(socket) {
         Ok(()) => {}
@@ -82,7 +84,10 @@ pub fn spawn(socket: &Path, tx: Sender<Event>) -> Result<()> {
             max_body: MAX_BODY,
             request_timeout: Duration::from_secs(10),
         },
-        Arc::new(Control { tx }),
+        Arc::new(Control {
+            tx,
+            cfg: cfg.clone(),
+        }),
     );
     Ok(())
 }

@@ -1,0 +1,469 @@
+//! Download a build into a partial file, hashing as bytes arrive.
+//!
+//! 1. Check free space for what is still missing.
+//! 2. Resume from the partial file's length with `Range` (after a retry or
+//!    a warden restart); when the server ignores the range (200), start
+//!    over. The bytes already on disk are hashed once, on the first attempt
+//!    after a restart; later attempts keep the running hash.
+//! 3. Check the status: 4xx fails at once, 5xx and connection failures are
+//!    retried with backoff. A `Content-Length` that disagrees with the
+//!    manifest fails at once. Never store more than `size` bytes.
+//! 4. Stream: the socket is read on this thread while a second thread
+//!    writes and hashes the previous chunk, so verification overlaps the
+//!    transfer. A read that stalls past the read timeout, or a throughput
+//!    below the minimum rate over the stall window, is retried.
+//! 5. At `size` bytes compare the SHA-256 and fsync the file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::fetch;
+use super::journal::Target;
+use crate::config::{ProxyConfig, UpdateConfig};
+use crate::store::hex;
+
+const CHUNK: usize = 1024 * 1024;
+/// Chunks in flight between the reader and the writer/hasher.
+const IN_FLIGHT: usize = 3;
+/// Head room kept free beyond the build's size.
+const SPACE_MARGIN: u64 = 16 * 1024 * 1024;
+
+/// Why a download failed, and whether to try again.
+#[derive(Debug)]
+pub enum DlError {
+    /// Will not get better by retrying: 4xx, size or digest mismatch.
+    Fatal(String),
+    /// The disk is full or the directory unwritable.
+    Disk(String),
+    /// Worth another attempt: 5xx, connection failure, stall, truncation.
+    Retry(String),
+}
+
+impl DlError {
+    pub fn message(&self) -> &str {
+        match self {
+            DlError::Fatal(m) | DlError::Disk(m) | DlError::Retry(m) => m,
+        }
+    }
+}
+
+/// Progress reports: bytes on disk so far and the total.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// What to fetch and with which settings.
+pub struct Job<'a> {
+    pub target: &'a Target,
+    pub partial: PathBuf,
+    pub proxy: &'a ProxyConfig,
+    pub cfg: &'a UpdateConfig,
+}
+
+/// The writer/hasher thread: consumes chunks, writes them, hashes them.
+struct Sink {
+    tx: Option<SyncSender<Vec<u8>>>,
+    back: Receiver<Vec<u8>>,
+    handle: Option<JoinHandle<io::Result<(Sha256, File)>>>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Sink {
+    fn new(file: File, hasher: Sha256) -> Sink {
+        let (tx, rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let (btx, back) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+        let handle = std::thread::Builder::new()
+            .name("download-sink".into())
+            .spawn(move || {
+                let mut file = file;
+                let mut hasher = hasher;
+                let mut failed: Option<io::Error> = None;
+                for buf in rx {
+                    if failed.is_none() {
+                        if let Err(e) = file.write_all(&buf) {
+                            failed = Some(e);
+                        } else {
+                            hasher.update(&buf);
+                        }
+                    }
+                    let _ = btx.try_send(buf);
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok((hasher, file)),
+                }
+            })
+            .expect("spawn download sink");
+        Sink {
+            tx: Some(tx),
+            back,
+            handle: Some(handle),
+            spare: Vec::new(),
+        }
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        if let Ok(mut b) = self.back.try_recv() {
+            b.clear();
+            return b;
+        }
+        self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK))
+    }
+
+    fn push(&mut self, buf: Vec<u8>) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(buf).is_ok(),
+            None => false,
+        }
+    }
+
+    fn finish(mut self) -> io::Result<(Sha256, File)> {
+        drop(self.tx.take());
+        self.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("download sink panicked")))
+    }
+}
+
+/// Run a whole download with retries. On success the partial file holds
+/// exactly the target's bytes, verified and fsynced.
+pub fn run(job: &Job, progress: Progress) -> Result<(), DlError> {
+    let t = job.target;
+    let mut hashed: Option<(Sha256, u64)> = None;
+    let mut attempt = 1;
+    loop {
+        match attempt_once(job, &mut hashed, progress) {
+            Ok(()) => return Ok(()),
+            Err(DlError::Retry(m)) if attempt < job.cfg.attempts => {
+                let delay = job
+                    .cfg
+                    .retry_delay
+                    .checked_mul(1 << (attempt - 1).min(10))
+                    .unwrap_or(Duration::from_secs(30))
+                    .min(Duration::from_secs(30));
+                log::warn!(
+                    "download of {} failed (attempt {attempt} of {}): {m}; retrying in {}",
+                    t.version,
+                    job.cfg.attempts,
+                    humantime::format_duration(delay)
+                );
+                std::thread::sleep(delay);
+                attempt += 1;
+            }
+            Err(DlError::Retry(m)) => {
+                return Err(DlError::Retry(format!(
+                    "{m} (gave up after {attempt} attempts)"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn open_partial(path: &Path) -> Result<File, DlError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| disk_error(format!("open partial file {}", path.display()), e))
+}
+
+fn disk_error(what: String, e: io::Error) -> DlError {
+    if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) {
+        DlError::Disk(format!("{what}: no space left on device"))
+    } else {
+        DlError::Disk(format!("{what}: {e}"))
+    }
+}
+
+/// Free bytes for unprivileged use in the file system holding `dir`.
+pub fn free_space(dir: &Path) -> io::Result<u64> {
+    let s = nix::sys::statvfs::statvfs(dir).map_err(io::Error::from)?;
+    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+fn attempt_once(
+    job: &Job,
+    hashed: &mut Option<(Sha256, u64)>,
+    progress: Progress,
+) -> Result<(), DlError> {
+    let t = job.target;
+    let mut file = open_partial(&job.partial)?;
+    let mut have = file
+        .metadata()
+        .map_err(|e| disk_error(format!("stat {}", job.partial.display()), e))?
+        .len();
+    if have > t.size {
+        have = 0;
+    }
+    // The running hash must cover exactly the bytes on disk.
+    let hasher = match hashed.take() {
+        Some((h, n)) if n == have => h,
+        _ => hash_prefix(&mut file, have, &job.partial)?,
+    };
+    let dir = job.partial.parent().unwrap_or(Path::new("."));
+    let free = free_space(dir).map_err(|e| DlError::Disk(format!("statvfs {}: {e}", dir.display())))?;
+    let need = t.size - have + SPACE_MARGIN;
+    if free < need {
+        return Err(DlError::Disk(format!(
+            "not enough free space in {}: {} bytes needed (build of {} bytes plus {} head room), {free} available",
+            dir.display(),
+            need,
+            t.size,
+            SPACE_MARGIN
+        )));
+    }
+    if have == t.size {
+        return finish(job, file, hasher);
+    }
+    let (reader, offset) = open_source(job, have)?;
+    if offset == 0 && have > 0 {
+        log::info!(
+            "the server ignored the range request; downloading {} from the start",
+            t.version
+        );
+    }
+    let hasher = if offset != have {
+        have = 0;
+        Sha256::new()
+    } else {
+        hasher
+    };
+    file.set_len(have)
+        .and_then(|_| file.seek(SeekFrom::Start(have)).map(|_| ()))
+        .map_err(|e| disk_error(format!("prepare {}", job.partial.display()), e))?;
+    let (hasher, file, done) = stream(job, reader, file, hasher, have, progress)?;
+    if done < t.size {
+        *hashed = Some((hasher, done));
+        return Err(DlError::Retry(format!(
+            "{}: the body ended after {done} of {} bytes",
+            t.url, t.size
+        )));
+    }
+    finish(job, file, hasher)
+}
+
+fn hash_prefix(file: &mut File, len: u64, path: &Path) -> Result<Sha256, DlError> {
+    let mut h = Sha256::new();
+    if len == 0 {
+        return Ok(h);
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| DlError::Disk(format!("read {}: {e}", path.display())))?;
+    let mut left = len;
+    let mut buf = vec![0u8; CHUNK];
+    while left > 0 {
+        let want = left.min(CHUNK as u64) as usize;
+        file.read_exact(&mut buf[..want])
+            .map_err(|e| DlError::Disk(format!("read {}: {e}", path.display())))?;
+        h.update(&buf[..want]);
+        left -= want as u64;
+    }
+    Ok(h)
+}
+
+/// Open the source at byte `have`. Returns the reader and the offset it
+/// actually starts at (0 when a server ignored the range).
+fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlError> {
+    let t = job.target;
+    if let Some(path) = t.url.strip_prefix("file://") {
+        let mut f = File::open(path).map_err(|e| DlError::Fatal(format!("open {path}: {e}")))?;
+        let len = f
+            .metadata()
+            .map_err(|e| DlError::Fatal(format!("stat {path}: {e}")))?
+            .len();
+        if len != t.size {
+            return Err(DlError::Fatal(format!(
+                "{path} is {len} bytes; the manifest says {}",
+                t.size
+            )));
+        }
+        f.seek(SeekFrom::Start(have))
+            .map_err(|e| DlError::Fatal(format!("seek {path}: {e}")))?;
+        return Ok((Box::new(f), have));
+    }
+    let agent = fetch::agent_for(&t.url, job.proxy, job.cfg).map_err(DlError::Fatal)?;
+    let mut req = agent.get(&t.url);
+    if have > 0 {
+        req = req.set("Range", &format!("bytes={have}-"));
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, r)) => {
+            let msg = format!("{}: HTTP {code} {}", t.url, r.status_text());
+            return Err(if (500..600).contains(&code) || code == 408 || code == 429 {
+                DlError::Retry(msg)
+            } else {
+                DlError::Fatal(msg)
+            });
+        }
+        Err(ureq::Error::Transport(e)) => {
+            return Err(DlError::Retry(format!("{}: {e}", t.url)));
+        }
+    };
+    let offset = match resp.status() {
+        206 => {
+            let start = resp
+                .header("Content-Range")
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if start != Some(have) {
+                // A range we did not ask for: start over rather than guess.
+                let _ = fs::remove_file(&job.partial);
+                return Err(DlError::Retry(format!(
+                    "{}: unexpected Content-Range {:?} for a request from byte {have}",
+                    t.url,
+                    resp.header("Content-Range")
+                )));
+            }
+            have
+        }
+        200 => 0,
+        other => {
+            return Err(DlError::Fatal(format!(
+                "{}: unexpected HTTP {other} {}",
+                t.url,
+                resp.status_text()
+            )))
+        }
+    };
+    if let Some(len) = resp.header("Content-Length") {
+        let len: u64 = len.trim().parse().map_err(|_| {
+            DlError::Fatal(format!("{}: invalid Content-Length {len:?}", t.url))
+        })?;
+        if len != t.size - offset {
+            return Err(DlError::Fatal(format!(
+                "{}: Content-Length {len} disagrees with the manifest (size {}, from byte {offset})",
+                t.url, t.size
+            )));
+        }
+    }
+    Ok((Box::new(resp.into_reader()), offset))
+}
+
+/// Copy from `reader` to `file` from byte `have`, never past `size`.
+/// Returns the hash, the file and the bytes on disk.
+fn stream(
+    job: &Job,
+    mut reader: Box<dyn Read + Send>,
+    file: File,
+    hasher: Sha256,
+    have: u64,
+    progress: Progress,
+) -> Result<(Sha256, File, u64), DlError> {
+    let t = job.target;
+    let cfg = job.cfg;
+    let mut sink = Sink::new(file, hasher);
+    let mut done = have;
+    let mut window_start = Instant::now();
+    let mut window_bytes = 0u64;
+    let mut last_report = Instant::now();
+    progress(done, t.size);
+    let mut result: Result<(), DlError> = Ok(());
+    'outer: loop {
+        let mut buf = sink.buffer();
+        buf.resize(CHUNK, 0);
+        let mut filled = 0;
+        // Fill one chunk (or hit EOF) before handing it over.
+        while filled < CHUNK {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    filled += n;
+                    window_bytes += n as u64;
+                    if done + filled as u64 > t.size {
+                        result = Err(DlError::Fatal(format!(
+                            "{}: the server sent more than the declared {} bytes",
+                            t.url, t.size
+                        )));
+                        break 'outer;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    buf.truncate(filled);
+                    done += filled as u64;
+                    sink.push(buf);
+                    result = Err(DlError::Retry(if is_timeout(&e) {
+                        format!(
+                            "{}: no data for {} (stalled at {done} of {} bytes)",
+                            t.url,
+                            humantime::format_duration(cfg.read_timeout),
+                            t.size
+                        )
+                    } else {
+                        format!("{}: {e} (at {done} of {} bytes)", t.url, t.size)
+                    }));
+                    break 'outer;
+                }
+            }
+            let elapsed = window_start.elapsed();
+            if elapsed >= cfg.stall_window && !cfg.stall_window.is_zero() {
+                let rate = window_bytes as f64 / elapsed.as_secs_f64();
+                if rate < cfg.min_rate as f64 {
+                    buf.truncate(filled);
+                    done += filled as u64;
+                    sink.push(buf);
+                    result = Err(DlError::Retry(format!(
+                        "{}: stalled: {rate:.0} bytes/s over {}, below the minimum {} bytes/s",
+                        t.url,
+                        humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+                        cfg.min_rate
+                    )));
+                    break 'outer;
+                }
+                window_start = Instant::now();
+                window_bytes = 0;
+            }
+        }
+        buf.truncate(filled);
+        done += filled as u64;
+        let eof = filled < CHUNK;
+        if filled > 0 && !sink.push(buf) {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_millis(200) || eof {
+            progress(done, t.size);
+            last_report = Instant::now();
+        }
+        if eof {
+            break;
+        }
+    }
+    let (hasher, file) = sink.finish().map_err(|e| {
+        disk_error(format!("write {}", job.partial.display()), e)
+    })?;
+    progress(done, t.size);
+    result.map(|_| (hasher, file, done))
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+        || e.to_string().contains("timed out")
+}
+
+fn finish(job: &Job, file: File, hasher: Sha256) -> Result<(), DlError> {
+    let t = job.target;
+    let got = hex(&hasher.finalize());
+    if got != t.sha256 {
+        let _ = fs::remove_file(&job.partial);
+        return Err(DlError::Fatal(format!(
+            "{}: sha256 mismatch: the {} bytes hash to {got}, the manifest says {}",
+            t.url, t.size, t.sha256
+        )));
+    }
+    file.sync_all()
+        .map_err(|e| disk_error(format!("fsync {}", job.partial.display()), e))?;
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! The update journal: `var/lib/ecs-warden/state.json` holds the update in
+//! flight (or the last one), `history.jsonl` every transition.
+//!
+//! Protocol: before a step starts, the record naming that step is written
+//! durably (`durable::write_json`), then one line is appended to the
+//! history. After a crash, the record names the step that may be half done;
+//! every step is written so that doing it again, or undoing it, is safe.
+//! Only this module writes these two files.
+
+use std::fs;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::durable;
+use crate::error::{EcsErrorName, Error, Result};
+use crate::paths::Paths;
+use crate::store::now_rfc3339;
+
+/// ECS `agentUpdateStatus` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    Pending,
+    Staging,
+    Staged,
+    Updating,
+    Updated,
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "PENDING",
+            State::Staging => "STAGING",
+            State::Staged => "STAGED",
+            State::Updating => "UPDATING",
+            State::Updated => "UPDATED",
+            State::Failed => "FAILED",
+        }
+    }
+
+    /// UPDATED and FAILED end an update.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Updated | State::Failed)
+    }
+}
+
+/// The sub-step reached inside a state, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// PENDING: accepted, nothing done yet.
+    Accepted,
+    /// STAGING: bytes are being fetched into the partial file.
+    Downloading,
+    /// STAGED: the verified build is in the store.
+    Staged,
+    /// UPDATING, in order:
+    Reverify,
+    RecordTasks,
+    StopOld,
+    Snapshot,
+    Switch,
+    StartNew,
+    HealthGate,
+    /// Rolling back, in order:
+    RollbackStop,
+    RollbackSwitch,
+    RollbackRestore,
+    RollbackStart,
+    RollbackGate,
+    /// UPDATED or FAILED.
+    Done,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Accepted => "accepted",
+            Step::Downloading => "downloading",
+            Step::Staged => "staged",
+            Step::Reverify => "reverify",
+            Step::RecordTasks => "record-tasks",
+            Step::StopOld => "stop-old",
+            Step::Snapshot => "snapshot",
+            Step::Switch => "switch",
+            Step::StartNew => "start-new",
+            Step::HealthGate => "health-gate",
+            Step::RollbackStop => "rollback-stop",
+            Step::RollbackSwitch => "rollback-switch",
+            Step::RollbackRestore => "rollback-restore",
+            Step::RollbackStart => "rollback-start",
+            Step::RollbackGate => "rollback-gate",
+            Step::Done => "done",
+        }
+    }
+
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            Step::RollbackStop
+                | Step::RollbackSwitch
+                | Step::RollbackRestore
+                | Step::RollbackStart
+                | Step::RollbackGate
+        )
+    }
+}
+
+/// What is being installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_hash: Option<String>,
+    /// Where the bytes come from (absolute URL, `file://`).
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Who asked for the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// `ecs-warden update` / `stage` over the control socket.
+    Cli,
+    /// `UpdateContainerAgent` over the ECS JSON API.
+    Api,
+    /// The agent's stage/perform calls.
+    Agent,
+    /// The agent exited 42 after staging a file itself.
+    Exit42,
+    /// `ecs-warden rollback`.
+    Rollback,
+}
+
+/// A task the agent reported RUNNING before the switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRecord {
+    pub arn: String,
+    /// Container Docker IDs, sorted.
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// ECS error name.
+    pub name: EcsErrorName,
+    /// Machine-readable cause: download, verify, disk, health-gate,
+    /// crash-loop, interrupted, requested, ...
+    pub reason: String,
+    pub message: String,
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// Unique per update, to tell stale worker reports from current ones.
+    pub id: String,
+    pub state: State,
+    pub step: Step,
+    pub origin: Origin,
+    pub target: Target,
+    /// The manifest, file or call the target came from.
+    pub source: String,
+    /// Perform after staging (`update`), or stop at STAGED (`stage`).
+    pub perform: bool,
+    /// Quarantine overridden by the operator.
+    #[serde(default)]
+    pub force: bool,
+    /// The build that ran when the update started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    /// Times the UPDATING sequence was (re)started.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub tasks_before: Vec<TaskRecord>,
+    /// Restore the data snapshot on rollback.
+    #[serde(default = "yes")]
+    pub restore_data: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Record {
+    pub fn new(origin: Origin, target: Target, source: String, perform: bool) -> Record {
+        let now = now_rfc3339();
+        let mut rnd = [0u8; 4];
+        let _ = getrandom::getrandom(&mut rnd);
+        Record {
+            id: format!(
+                "{}-{}",
+                now.replace([':', '-', '.'], "").trim_end_matches('Z'),
+                crate::store::hex(&rnd)
+            ),
+            state: State::Pending,
+            step: Step::Accepted,
+            origin,
+            target,
+            source,
+            perform,
+            force: false,
+            previous_version: None,
+            attempts: 0,
+            tasks_before: Vec::new(),
+            restore_data: true,
+            error: None,
+            created_at: now.clone(),
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+
+    /// Whether an update is in flight (not finished).
+    pub fn in_flight(&self) -> bool {
+        !self.state.is_terminal()
+    }
+}
+
+/// A line of `history.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryLine {
+    pub at: String,
+    pub id: String,
+    pub state: State,
+    pub step: Step,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+pub struct Journal {
+    paths: Paths,
+}
+
+impl Journal {
+    pub fn new(paths: &Paths) -> Journal {
+        Journal {
+            paths: paths.clone(),
+        }
+    }
+
+    /// The record on disk, if any. A corrupt file is an error: the warden
+    /// must not guess what was in flight.
+    pub fn load(&self) -> Result<Option<Record>> {
+        let path = self.paths.state();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Other(format!(
+                    "{}: the update journal is not valid ({e}); move it aside to start without it",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read update journal", &path)(e)),
+        }
+    }
+
+    /// Durably record `rec` (stamping `updated_at`), then append history.
+    pub fn write(&self, rec: &mut Record) -> Result<()> {
+        rec.updated_at = now_rfc3339();
+        if rec.state.is_terminal() && rec.finished_at.is_none() {
+            rec.finished_at = Some(rec.updated_at.clone());
+        }
+        durable::write_json("update journal", &self.paths.state(), rec)?;
+        let line = HistoryLine {
+            at: rec.updated_at.clone(),
+            id: rec.id.clone(),
+            state: rec.state,
+            step: rec.step,
+            target: rec.target.version.clone(),
+            error: rec.error.clone(),
+        };
+        let text = serde_json::to_string(&line).unwrap_or_default();
+        if let Err(e) = durable::append_line("update history", &self.paths.history(), &text) {
+            // History is for people; the journal above is what recovery reads.
+            log::warn!("{e}");
+        }
+        Ok(())
+    }
+
+    /// The last `n` history lines (a torn last line is skipped).
+    pub fn history(&self, n: usize) -> Vec<HistoryLine> {
+        let Ok(text) = fs::read_to_string(self.paths.history()) else {
+            return Vec::new();
+        };
+        let lines: Vec<HistoryLine> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let skip = lines.len().saturating_sub(n);
+        lines.into_iter().skip(skip).collect()
+    }
+}

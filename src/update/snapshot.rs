@@ -1,0 +1,114 @@
+//! Snapshot and restore of the agent's data directory.
+//!
+//! Take (the old agent is stopped, so the copy is consistent):
+//! 1. copy `var/lib/ecs/data` into `<dest>.tmp` (files fsynced);
+//! 2. rename `<dest>.tmp` to `<dest>`, fsync the parent.
+//!
+//! Restore (idempotent; redone whole after a crash):
+//! 1. copy the snapshot into `data.restore`;
+//! 2. move the live `data` aside to `data.replaced`;
+//! 3. rename `data.restore` to `data`, fsync the parent;
+//! 4. remove `data.replaced`.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::durable;
+use crate::error::{Error, Result};
+
+/// Directory name of a build's data snapshot, beside its executable.
+pub const SNAPSHOT_DIR: &str = "data-snapshot";
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copy a tree: directories, regular files (fsynced), symlinks; modes kept.
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    fs::create_dir(dst)?;
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if ft.is_file() {
+            fs::copy(&from, &to)?;
+            fs::File::open(&to)?.sync_all()?;
+        }
+        // Sockets, FIFOs and devices are runtime artefacts: not copied.
+    }
+    fs::set_permissions(dst, fs::Permissions::from_mode(meta.permissions().mode()))?;
+    fs::File::open(dst)?.sync_all()
+}
+
+/// Snapshot `data` into `dest` (replacing an older snapshot there).
+pub fn take(data: &Path, dest: &Path) -> Result<()> {
+    let tmp = with_suffix(dest, ".tmp");
+    remove_any(&tmp).map_err(Error::io("remove stale snapshot", &tmp))?;
+    if !data.exists() {
+        fs::create_dir_all(data).map_err(Error::io("create agent data directory", data))?;
+    }
+    copy_tree(data, &tmp).map_err(Error::io("snapshot agent data into", &tmp))?;
+    remove_any(dest).map_err(Error::io("remove old snapshot", dest))?;
+    fs::rename(&tmp, dest).map_err(Error::io("rename snapshot into", dest))?;
+    durable::sync_parent(dest)
+}
+
+/// Put the snapshot at `snap` back as `data`.
+pub fn restore(snap: &Path, data: &Path) -> Result<()> {
+    let incoming = with_suffix(data, ".restore");
+    let aside = with_suffix(data, ".replaced");
+    remove_any(&incoming).map_err(Error::io("remove stale restore copy", &incoming))?;
+    copy_tree(snap, &incoming).map_err(Error::io("copy snapshot into", &incoming))?;
+    if data.exists() {
+        remove_any(&aside).map_err(Error::io("remove stale replaced data", &aside))?;
+        fs::rename(data, &aside).map_err(Error::io("move agent data aside to", &aside))?;
+    }
+    fs::rename(&incoming, data).map_err(Error::io("rename restored data into", data))?;
+    durable::sync_parent(data)?;
+    remove_any(&aside).map_err(Error::io("remove replaced data", &aside))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_and_restore_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(data.join("sub")).unwrap();
+        fs::write(data.join("state.json"), "old").unwrap();
+        fs::write(data.join("sub/x"), "x").unwrap();
+        let snap = dir.path().join("snap");
+        take(&data, &snap).unwrap();
+        fs::write(data.join("state.json"), "new").unwrap();
+        fs::write(data.join("added"), "y").unwrap();
+        restore(&snap, &data).unwrap();
+        assert_eq!(fs::read_to_string(data.join("state.json")).unwrap(), "old");
+        assert_eq!(fs::read_to_string(data.join("sub/x")).unwrap(), "x");
+        assert!(!data.join("added").exists());
+        // Restoring again (as after a crash) is harmless.
+        restore(&snap, &data).unwrap();
+        assert_eq!(fs::read_to_string(data.join("state.json")).unwrap(), "old");
+    }
+}
