@@ -1,7 +1,8 @@
 //! The running agent: one loop that owns all mutable state.
 //!
 //! Start-up, in order:
-//! 1. apply the start faults (`crash` aborts, `slow-start` sleeps);
+//! 1. install the SIGTERM/SIGINT handlers, then apply the start faults
+//!    (`crash` aborts, `slow-start` waits, ending early on a signal);
 //! 2. load or create the data dir state (instance ARN, tasks);
 //! 3. bind the loopback listener and log the start line;
 //! 4. start the listening threads (HTTP requests, signals) and one start-up
@@ -113,12 +114,24 @@ pub fn run(config: Config, build: Build) -> Result<()> {
         build.fault.as_ref(),
         &build.version,
     );
+    // Handlers first: a SIGTERM that comes right after the port is bound
+    // (or during a slow start) must exit 0, not kill by default action.
+    let (events, inbox) = mpsc::channel();
+    spawn_signal_listener(events.clone())?;
     match fault {
         Fault::Crash => {
             error!("fault crash: aborting before serving");
             std::process::abort();
         }
-        Fault::SlowStart(delay) => thread::sleep(delay),
+        Fault::SlowStart(delay) => {
+            if let Ok(Event::Signal(signal)) = inbox.recv_timeout(delay) {
+                info!(
+                    "exiting with code 0 (received {} while starting)",
+                    signal_name(signal)
+                );
+                std::process::exit(0);
+            }
+        }
         _ => {}
     }
 
@@ -133,9 +146,7 @@ pub fn run(config: Config, build: Build) -> Result<()> {
         info!("fault {fault} is active");
     }
 
-    let (events, inbox) = mpsc::channel();
     spawn_http_forwarder(server, events.clone());
-    spawn_signal_listener(events.clone())?;
     spawn_startup(&config, &state, events.clone());
     if let Fault::Exit(code) = fault {
         let delay = config.exit_after;
@@ -178,11 +189,7 @@ fn spawn_http_forwarder(server: tiny_http::Server, events: Sender<Event>) {
 }
 
 fn spawn_signal_listener(events: Sender<Event>) -> Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(|e| Error::Io {
-        what: "install signal handlers".into(),
-        path: "SIGTERM/SIGINT".into(),
-        source: e,
-    })?;
+    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(Error::Signals)?;
     thread::spawn(move || {
         for signal in signals.forever() {
             if events.send(Event::Signal(signal)).is_err() {
@@ -210,6 +217,14 @@ fn spawn_startup(config: &Config, state: &SavedState, events: Sender<Event>) {
         let docker = tasks::inspect_docker(&tasks);
         let _ = events.send(Event::Ready { runtime, docker });
     });
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        _ => "a signal",
+    }
 }
 
 impl Agent {

@@ -108,6 +108,15 @@ TASKS
     com.amazonaws.ecs.container-name and ecs-warden.sample-agent=INSTANCE_ID.
     Process runtime: a detached process in its own session. Either way, tasks
     outlive the agent (exit, crash, SIGKILL) and are re-adopted at start.
+    KnownStatus is RUNNING when every container runs: process containers are
+    checked on each read (pid alive with the recorded start time); docker
+    containers at adoption, on start/stop, and on POST /sample/tasks/refresh.
+
+LOG
+    Lines on stderr, none while idle. At start:
+        sample-agent: vVERSION (HASH) serving on HOST:PORT, instance ARN ARN
+    At exit:
+        sample-agent: exiting with code N (REASON)
 
 EXIT CODES
     0 stopped by SIGTERM/SIGINT, or asked to   1 failure (bad environment, i/o)

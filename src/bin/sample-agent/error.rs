@@ -47,6 +47,8 @@ pub enum Error {
     Bind { addr: String, source: io::Error },
     /// A call to the warden's control socket failed below HTTP.
     Control { socket: PathBuf, message: String },
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    Signals(io::Error),
 }
 
 impl Error {
@@ -103,6 +105,9 @@ impl fmt::Display for Error {
             Error::Control { socket, message } => {
                 write!(f, "control socket {}: {message}", socket.display())
             }
+            Error::Signals(source) => {
+                write!(f, "cannot install the SIGTERM/SIGINT handlers: {source}")
+            }
         }
     }
 }
@@ -110,7 +115,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } | Error::Bind { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Bind { source, .. } | Error::Signals(source) => {
+                Some(source)
+            }
             _ => None,
         }
     }

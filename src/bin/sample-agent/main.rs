@@ -97,12 +97,8 @@ impl log::Log for Logger {
         let mut stderr = std::io::stderr().lock();
         let _ = match record.level() {
             log::Level::Info => writeln!(stderr, "sample-agent: {}", record.args()),
-            level => writeln!(
-                stderr,
-                "sample-agent: {}: {}",
-                level.as_str().to_lowercase(),
-                record.args()
-            ),
+            log::Level::Warn => writeln!(stderr, "sample-agent: warning: {}", record.args()),
+            _ => writeln!(stderr, "sample-agent: error: {}", record.args()),
         };
     }
 
