@@ -31,13 +31,24 @@ pub enum Verb {
     PostStop,
     ReloadCache,
     Status,
+    Update,
+    Stage,
+    Rollback,
 }
 
 /// Flags a verb accepted.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Flags {
     pub json: bool,
+    pub no_wait: bool,
+    pub force: bool,
+    pub keep_data: bool,
+    pub version: Option<String>,
+    pub source: Option<String>,
 }
+
+/// Flags that take a value (`--flag VALUE` or `--flag=VALUE`).
+const VALUE_FLAGS: &[&str] = &["--version", "--source"];
 
 struct VerbSpec {
     verb: Verb,
@@ -118,6 +129,43 @@ const VERBS: &[VerbSpec] = &[
         help: "Asks the running warden for its status document. Exits 3 when no warden\n\
                is running for the root.\n\n  --json   print the whole status document as JSON",
     },
+    VerbSpec {
+        verb: Verb::Update,
+        name: "update",
+        flags: &["--version", "--source", "--force", "--json", "--no-wait"],
+        summary: "download, verify, stage and switch to a newer agent build",
+        help: "Asks the running warden to update the agent: resolve the target from the\n\
+               manifest (the highest version for this architecture, or --version),\n\
+               download and verify it (STAGING, STAGED), switch to it and check it is\n\
+               healthy (UPDATING), and end in UPDATED, or roll back and end in FAILED.\n\
+               Shows progress until then.\n\n\
+               \x20 --version V    install exactly version V\n\
+               \x20 --source URL   manifest URL (default ECS_WARDEN_UPDATE_SOURCE)\n\
+               \x20 --force        install a quarantined version\n\
+               \x20 --json         print the final update document as JSON\n\
+               \x20 --no-wait      return once the request is accepted\n\n\
+               Refusals: 10 NoUpdateAvailableException, 11 UpdateInProgressException,\n\
+               12 MissingVersionException, 13 InvalidParameterException, 14 updates\n\
+               disabled; 15 the update failed and was rolled back.",
+    },
+    VerbSpec {
+        verb: Verb::Stage,
+        name: "stage",
+        flags: &["--version", "--source", "--force", "--json", "--no-wait"],
+        summary: "download and verify a newer build, and stop at STAGED",
+        help: "Like `update`, but stops once the build is verified and stored (STAGED).\n\
+               A later `update` for the same build performs it.",
+    },
+    VerbSpec {
+        verb: Verb::Rollback,
+        name: "rollback",
+        flags: &["--keep-data", "--json", "--no-wait"],
+        summary: "switch back to the previous build and restore its data snapshot",
+        help: "Stops the agent, switches agents/current back to agents/previous, restores\n\
+               the agent data snapshot taken when the previous build was replaced, starts\n\
+               it and checks it is healthy. The build rolled back from is quarantined.\n\n\
+               \x20 --keep-data    do not restore the data snapshot",
+    },
 ];
 
 fn spec(verb: Verb) -> &'static VerbSpec {
@@ -141,7 +189,8 @@ pub fn usage() -> String {
         "\nOptions:\n  --root DIR    relocate every path under DIR (default /, or $ECS_WARDEN_ROOT)\n  \
          -h, --help    show this help, or a verb's with `ecs-warden VERB --help`\n\n\
          Exit codes: 0 ok, 1 failure, 2 usage, 3 not running, 4 bad config,\n\
-         5 agent terminal, 6 already running, 7 no agent build (see README.md).\n",
+         5 agent terminal, 6 already running, 7 no agent build, 10-16 update\n\
+         refusals and failures (see README.md).\n",
     );
     s
 }
@@ -179,6 +228,12 @@ pub fn parse(args: &[String], env_root: Option<String>) -> Result<Cli> {
             root = Some(PathBuf::from(v));
         } else if a == "-h" || a == "--help" {
             help = true;
+        } else if let Some(name) = VALUE_FLAGS.iter().find(|f| **f == a) {
+            i += 1;
+            let v = args
+                .get(i)
+                .ok_or_else(|| Error::Usage(format!("{name} needs a value")))?;
+            flags.push(format!("{name}={v}"));
         } else if a.starts_with('-') {
             flags.push(a.to_string());
         } else if verb.is_none() {
@@ -210,14 +265,32 @@ pub fn parse(args: &[String], env_root: Option<String>) -> Result<Cli> {
     };
     let mut parsed = Flags::default();
     for f in &flags {
-        if !spec.flags.contains(&f.as_str()) {
+        let (name, value) = match f.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (f.as_str(), None),
+        };
+        if !spec.flags.contains(&name) {
             return Err(Error::Usage(format!(
-                "unknown flag {f:?} for {}",
+                "unknown flag {name:?} for {}",
                 spec.name
             )));
         }
-        if f == "--json" {
-            parsed.json = true;
+        let takes_value = VALUE_FLAGS.contains(&name);
+        if takes_value != value.is_some() {
+            return Err(Error::Usage(if takes_value {
+                format!("{name} needs a value")
+            } else {
+                format!("{name} takes no value")
+            }));
+        }
+        match name {
+            "--json" => parsed.json = true,
+            "--no-wait" => parsed.no_wait = true,
+            "--force" => parsed.force = true,
+            "--keep-data" => parsed.keep_data = true,
+            "--version" => parsed.version = value,
+            "--source" => parsed.source = value,
+            _ => unreachable!("every flag in a spec is handled"),
         }
     }
     Ok(Cli {

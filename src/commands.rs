@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::cli::{self, Cli, Command, Flags, Verb};
 use crate::config::Config;
@@ -68,6 +68,100 @@ pub fn run(cli: &Cli, cfg: Option<&Config>, edge: &Edge) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         Verb::Status => status(&paths, flags),
+        Verb::Update => update(&paths, flags, "/v1/update", true),
+        Verb::Stage => update(&paths, flags, "/v1/stage", false),
+        Verb::Rollback => {
+            let body = json!({"keepData": flags.keep_data});
+            let accepted = client::call(&paths, "POST", "/v1/rollback", Some(&body))?;
+            wait_update(&paths, flags, accepted, true)
+        }
+    }
+}
+
+fn update(paths: &Paths, flags: &Flags, path: &str, perform: bool) -> Result<Exit> {
+    let mut body = json!({"force": flags.force});
+    if let Some(v) = &flags.version {
+        body["version"] = json!(v);
+    }
+    if let Some(s) = &flags.source {
+        body["source"] = json!(s);
+    }
+    let accepted = client::call(paths, "POST", path, Some(&body))?;
+    wait_update(paths, flags, accepted, perform)
+}
+
+/// Follow an accepted update until it ends (or is STAGED, for `stage`).
+fn wait_update(paths: &Paths, flags: &Flags, accepted: Value, perform: bool) -> Result<Exit> {
+    let id = accepted
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if flags.no_wait {
+        print_update(&accepted, flags.json);
+        return Ok(Exit::Ok);
+    }
+    let mut last_line = String::new();
+    loop {
+        let doc = match client::call(paths, "GET", "/v1/status", None) {
+            Ok(d) => d,
+            Err(Error::NotRunning { .. }) => {
+                return Err(Error::Other(
+                    "the warden stopped while the update was in flight; its next start resumes or undoes it".into(),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        let u = doc.get("update").cloned().unwrap_or(Value::Null);
+        if u.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+            return Err(Error::Other(format!(
+                "the update {id} is no longer the warden's current update"
+            )));
+        }
+        let state = u.get("state").and_then(Value::as_str).unwrap_or("");
+        if !flags.json {
+            let line = status::update_line(&u);
+            if line != last_line {
+                eprint!("{line}");
+                last_line = line;
+            }
+        }
+        match state {
+            "UPDATED" => {
+                print_update(&u, flags.json);
+                return Ok(Exit::Ok);
+            }
+            "FAILED" => {
+                print_update(&u, flags.json);
+                return Ok(Exit::UpdateFailed);
+            }
+            "STAGED" if !perform => {
+                print_update(&u, flags.json);
+                return Ok(Exit::Ok);
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_update(u: &Value, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(u).unwrap_or_default());
+        return;
+    }
+    let state = u.get("state").and_then(Value::as_str).unwrap_or("?");
+    let target = u.get("target").and_then(Value::as_str).unwrap_or("?");
+    match state {
+        "FAILED" => {
+            let e = &u["error"];
+            println!(
+                "update to {target} FAILED: {}: {}",
+                e["name"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("?")
+            );
+        }
+        _ => println!("update to {target}: {state}"),
     }
 }
 

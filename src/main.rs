@@ -12,6 +12,7 @@ use ecs_warden::paths::Paths;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    ecs_warden::failpoint::arm(std::env::var("ECS_WARDEN_FAILPOINT").ok());
     let edge = Edge {
         notify_socket: std::env::var("NOTIFY_SOCKET").ok(),
         watchdog_usec: std::env::var("WATCHDOG_USEC").ok(),

@@ -72,7 +72,10 @@ pub fn stop_orphan(path: &Path, stop_timeout: Duration) -> Option<Record> {
         std::thread::sleep(Duration::from_millis(20));
     }
     if alive(&rec) {
-        log::warn!("orphaned agent (pid {}) ignored SIGTERM; sending SIGKILL", rec.pid);
+        log::warn!(
+            "orphaned agent (pid {}) ignored SIGTERM; sending SIGKILL",
+            rec.pid
+        );
         let _ = kill(pid, Signal::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(5);
         while alive(&rec) && Instant::now() < deadline {

@@ -29,18 +29,18 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
 use crate::agent;
 use crate::backoff::Backoff;
-use crate::failpoint;
-use crate::orphan;
-use crate::update::machine::{UpdateEvent, Updater};
 use crate::config::Config;
 use crate::control::{self, Action, Reply};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
+use crate::failpoint;
 use crate::host;
 use crate::lock::Lock;
 use crate::notify::Notifier;
+use crate::orphan;
 use crate::paths::Paths;
 use crate::store::Store;
+use crate::update::machine::{UpdateEvent, Updater};
 
 /// Everything the main loop reacts to.
 pub enum Event {

@@ -112,7 +112,9 @@ impl Sink {
             b.clear();
             return b;
         }
-        self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK))
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK))
     }
 
     fn push(&mut self, buf: Vec<u8>) -> bool {
@@ -212,7 +214,8 @@ fn attempt_once(
         _ => hash_prefix(&mut file, have, &job.partial)?,
     };
     let dir = job.partial.parent().unwrap_or(Path::new("."));
-    let free = free_space(dir).map_err(|e| DlError::Disk(format!("statvfs {}: {e}", dir.display())))?;
+    let free =
+        free_space(dir).map_err(|e| DlError::Disk(format!("statvfs {}: {e}", dir.display())))?;
     let need = t.size - have + SPACE_MARGIN;
     if free < need {
         return Err(DlError::Disk(format!(
@@ -301,11 +304,13 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
         Ok(r) => r,
         Err(ureq::Error::Status(code, r)) => {
             let msg = format!("{}: HTTP {code} {}", t.url, r.status_text());
-            return Err(if (500..600).contains(&code) || code == 408 || code == 429 {
-                DlError::Retry(msg)
-            } else {
-                DlError::Fatal(msg)
-            });
+            return Err(
+                if (500..600).contains(&code) || code == 408 || code == 429 {
+                    DlError::Retry(msg)
+                } else {
+                    DlError::Fatal(msg)
+                },
+            );
         }
         Err(ureq::Error::Transport(e)) => {
             return Err(DlError::Retry(format!("{}: {e}", t.url)));
@@ -339,9 +344,10 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
         }
     };
     if let Some(len) = resp.header("Content-Length") {
-        let len: u64 = len.trim().parse().map_err(|_| {
-            DlError::Fatal(format!("{}: invalid Content-Length {len:?}", t.url))
-        })?;
+        let len: u64 = len
+            .trim()
+            .parse()
+            .map_err(|_| DlError::Fatal(format!("{}: invalid Content-Length {len:?}", t.url)))?;
         if len != t.size - offset {
             return Err(DlError::Fatal(format!(
                 "{}: Content-Length {len} disagrees with the manifest (size {}, from byte {offset})",
@@ -441,16 +447,18 @@ fn stream(
             break;
         }
     }
-    let (hasher, file) = sink.finish().map_err(|e| {
-        disk_error(format!("write {}", job.partial.display()), e)
-    })?;
+    let (hasher, file) = sink
+        .finish()
+        .map_err(|e| disk_error(format!("write {}", job.partial.display()), e))?;
     progress(done, t.size);
     result.map(|_| (hasher, file, done))
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
-        || e.to_string().contains("timed out")
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) || e.to_string().contains("timed out")
 }
 
 fn finish(job: &Job, file: File, hasher: Sha256) -> Result<(), DlError> {

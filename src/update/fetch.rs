@@ -35,7 +35,11 @@ fn no_proxy_matches(host: &str, list: &[String]) -> bool {
 
 /// A ureq agent for `url` with the update timeouts. `read_timeout` bounds
 /// each read (a stall); the caller enforces the minimum throughput.
-pub fn agent_for(url: &str, proxy: &ProxyConfig, cfg: &UpdateConfig) -> Result<ureq::Agent, String> {
+pub fn agent_for(
+    url: &str,
+    proxy: &ProxyConfig,
+    cfg: &UpdateConfig,
+) -> Result<ureq::Agent, String> {
     let mut b = ureq::AgentBuilder::new()
         .timeout_connect(cfg.connect_timeout)
         .timeout_read(cfg.read_timeout)
@@ -58,14 +62,24 @@ mod tests {
         let p = ProxyConfig {
             http: Some("http://proxy:3128".into()),
             https: Some("http://sproxy:3128".into()),
-            no_proxy: vec!["169.254.169.254".into(), ".internal".into(), "example.com".into()],
+            no_proxy: vec![
+                "169.254.169.254".into(),
+                ".internal".into(),
+                "example.com".into(),
+            ],
         };
-        assert_eq!(proxy_for("https://s3.amazonaws.com/x", &p), Some("http://sproxy:3128"));
+        assert_eq!(
+            proxy_for("https://s3.amazonaws.com/x", &p),
+            Some("http://sproxy:3128")
+        );
         assert_eq!(proxy_for("http://a.b/x", &p), Some("http://proxy:3128"));
         assert_eq!(proxy_for("http://169.254.169.254/x", &p), None);
         assert_eq!(proxy_for("https://repo.internal/x", &p), None);
         assert_eq!(proxy_for("https://www.example.com/x", &p), None);
-        assert_eq!(proxy_for("https://notexample.com/x", &p), Some("http://sproxy:3128"));
+        assert_eq!(
+            proxy_for("https://notexample.com/x", &p),
+            Some("http://sproxy:3128")
+        );
         assert_eq!(proxy_for("file:///x", &p), None);
     }
 }

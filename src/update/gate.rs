@@ -28,10 +28,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Check the metadata once: `Ok` when version and ARN are as required.
 fn metadata_ok(spec: &Spec) -> Result<(), String> {
     let md = introspection::metadata(&spec.endpoint, CALL_TIMEOUT)?;
-    let reported = md
-        .parsed_version()
-        .map(|(v, _)| v)
-        .ok_or_else(|| format!("/v1/metadata reports no parsable version ({:?})", md.version))?;
+    let reported = md.parsed_version().map(|(v, _)| v).ok_or_else(|| {
+        format!(
+            "/v1/metadata reports no parsable version ({:?})",
+            md.version
+        )
+    })?;
     if reported != spec.version {
         return Err(format!(
             "/v1/metadata reports version {reported}, expected {}",
@@ -51,7 +53,10 @@ pub fn tasks_ok(before: &[TaskRecord], now: &[introspection::Task]) -> Result<()
             return Err(format!("task {} is no longer reported", t.arn));
         };
         if cur.known_status != "RUNNING" {
-            return Err(format!("task {} is {}, not RUNNING", t.arn, cur.known_status));
+            return Err(format!(
+                "task {} is {}, not RUNNING",
+                t.arn, cur.known_status
+            ));
         }
         let mut ids: Vec<String> = cur.containers.iter().map(|c| c.docker_id.clone()).collect();
         ids.sort();

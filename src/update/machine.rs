@@ -53,13 +53,36 @@ const HISTORY_LINES: usize = 10;
 /// Reports from worker threads.
 #[derive(Debug)]
 pub enum UpdateEvent {
-    Progress { id: String, done: u64, total: u64 },
-    Staged { id: String, result: std::result::Result<(), Failure> },
-    Reverified { id: String, result: std::result::Result<(), Failure> },
-    Tasks { id: String, result: std::result::Result<Vec<TaskRecord>, String> },
-    Snapshot { id: String, result: std::result::Result<(), String> },
-    Restored { id: String, result: std::result::Result<(), String> },
-    Gate { id: String, seq: u64, result: std::result::Result<(), String> },
+    Progress {
+        id: String,
+        done: u64,
+        total: u64,
+    },
+    Staged {
+        id: String,
+        result: std::result::Result<(), Failure>,
+    },
+    Reverified {
+        id: String,
+        result: std::result::Result<(), Failure>,
+    },
+    Tasks {
+        id: String,
+        result: std::result::Result<Vec<TaskRecord>, String>,
+    },
+    Snapshot {
+        id: String,
+        result: std::result::Result<(), String>,
+    },
+    Restored {
+        id: String,
+        result: std::result::Result<(), String>,
+    },
+    Gate {
+        id: String,
+        seq: u64,
+        result: std::result::Result<(), String>,
+    },
 }
 
 /// The update machine's state, owned by the supervisor.
@@ -209,9 +232,7 @@ impl Supervisor {
         if tv <= cur {
             return Err(ApiError::ecs(
                 NoUpdateAvailableException,
-                format!(
-                    "the agent already runs {cur}; the available build {tv} is not newer"
-                ),
+                format!("the agent already runs {cur}; the available build {tv} is not newer"),
             ));
         }
         if !force {
@@ -411,11 +432,18 @@ impl Supervisor {
             ));
         }
         if !self.advance(State::Updating, Step::Reverify) {
-            return self.fail(failure(ServerException, "journal", "cannot write the update journal"));
+            return self.fail(failure(
+                ServerException,
+                "journal",
+                "cannot write the update journal",
+            ));
         }
         let id = self.rec().id.clone();
         let target = self.rec().target.clone();
-        let exe = self.paths.build_dir(&target.version).join(crate::paths::AGENT_FILE);
+        let exe = self
+            .paths
+            .build_dir(&target.version)
+            .join(crate::paths::AGENT_FILE);
         self.spawn_worker("reverify", move || {
             let result = match store::hash_file(&exe) {
                 Ok((sha, size)) if sha == target.sha256 && size == target.size => Ok(()),
@@ -437,11 +465,17 @@ impl Supervisor {
 
     fn record_tasks(&mut self) {
         if !self.advance(State::Updating, Step::RecordTasks) {
-            return self.fail(failure(ServerException, "journal", "cannot write the update journal"));
+            return self.fail(failure(
+                ServerException,
+                "journal",
+                "cannot write the update journal",
+            ));
         }
         let id = self.rec().id.clone();
         if !self.agent_running() {
-            log::warn!("the agent is not running, so its tasks cannot be recorded before the update");
+            log::warn!(
+                "the agent is not running, so its tasks cannot be recorded before the update"
+            );
             let _ = self.tx.send(Event::Update(UpdateEvent::Tasks {
                 id,
                 result: Ok(Vec::new()),
@@ -463,7 +497,11 @@ impl Supervisor {
             return self.rollback_stop();
         }
         if !self.advance(State::Updating, Step::StopOld) {
-            return self.fail(failure(ServerException, "journal", "cannot write the update journal"));
+            return self.fail(failure(
+                ServerException,
+                "journal",
+                "cannot write the update journal",
+            ));
         }
         if !self.stop_agent(StopFor::Update) {
             self.on_agent_stopped_for(StopFor::Update);
@@ -493,7 +531,11 @@ impl Supervisor {
 
     fn take_snapshot(&mut self) {
         if !self.advance(State::Updating, Step::Snapshot) {
-            return self.rollback(failure(ServerException, "journal", "cannot write the update journal"));
+            return self.rollback(failure(
+                ServerException,
+                "journal",
+                "cannot write the update journal",
+            ));
         }
         let id = self.rec().id.clone();
         let prev = self.rec().previous_version.clone().unwrap_or_default();
@@ -508,7 +550,11 @@ impl Supervisor {
     fn switch_and_start(&mut self) {
         self.failpoint("after-snapshot");
         if !self.advance(State::Updating, Step::Switch) {
-            return self.rollback(failure(ServerException, "journal", "cannot write the update journal"));
+            return self.rollback(failure(
+                ServerException,
+                "journal",
+                "cannot write the update journal",
+            ));
         }
         let target = self.rec().target.version.clone();
         let store = Store::new(&self.paths);
@@ -524,7 +570,11 @@ impl Supervisor {
     /// Start the current build and run the gate for `version`.
     fn start_and_gate(&mut self, start: Step, gate_step: Step, version: String) {
         if !self.advance(State::Updating, start) {
-            return self.rollback(failure(ServerException, "journal", "cannot write the update journal"));
+            return self.rollback(failure(
+                ServerException,
+                "journal",
+                "cannot write the update journal",
+            ));
         }
         self.start_agent();
         if !self.agent_running() {
@@ -545,7 +595,11 @@ impl Supervisor {
             "after-rollback-start"
         });
         if !self.advance(State::Updating, gate_step) {
-            return self.rollback(failure(ServerException, "journal", "cannot write the update journal"));
+            return self.rollback(failure(
+                ServerException,
+                "journal",
+                "cannot write the update journal",
+            ));
         }
         self.update.gate_seq += 1;
         let seq = self.update.gate_seq;
@@ -669,7 +723,9 @@ impl Supervisor {
         let id = self.rec().id.clone();
         let snap = self.snapshot_path(&back_to);
         if !self.rec().restore_data || !snap.is_dir() {
-            let _ = self.tx.send(Event::Update(UpdateEvent::Restored { id, result: Ok(()) }));
+            let _ = self
+                .tx
+                .send(Event::Update(UpdateEvent::Restored { id, result: Ok(()) }));
             return;
         }
         let data = self.paths.data_dir.clone();
@@ -684,7 +740,8 @@ impl Supervisor {
             log::error!("rollback: the data snapshot could not be restored: {e}");
             let rec = self.rec_mut();
             if let Some(err) = &mut rec.error {
-                err.message.push_str(&format!("; the data snapshot could not be restored: {e}"));
+                err.message
+                    .push_str(&format!("; the data snapshot could not be restored: {e}"));
             }
         }
         let back_to = self.rollback_version();
@@ -710,7 +767,11 @@ impl Supervisor {
         rec.error = Some(err.clone());
         self.advance(State::Failed, Step::Done);
         if origin != Origin::Rollback {
-            if let Err(e) = quarantine::add(&self.paths, &failed, &format!("{}: {}", err.reason, err.message)) {
+            if let Err(e) = quarantine::add(
+                &self.paths,
+                &failed,
+                &format!("{}: {}", err.reason, err.message),
+            ) {
                 log::warn!("{e}");
             }
             log::error!("update to {failed} FAILED and was rolled back; {failed} is quarantined");
@@ -736,7 +797,11 @@ impl Supervisor {
                         if self.advance(State::Staged, Step::Staged) {
                             self.after_staged();
                         } else {
-                            self.fail(failure(ServerException, "journal", "cannot write the update journal"));
+                            self.fail(failure(
+                                ServerException,
+                                "journal",
+                                "cannot write the update journal",
+                            ));
                         }
                     }
                     Err(f) => self.fail(f),
@@ -846,14 +911,21 @@ impl Supervisor {
                 match self.begin_update(req) {
                     Ok(_) => {}
                     Err(e) => {
-                        log::error!("the agent's staged update is refused: {}: {}", e.name, e.message);
+                        log::error!(
+                            "the agent's staged update is refused: {}: {}",
+                            e.name,
+                            e.message
+                        );
                         self.consume_desired_image();
                         self.start_agent();
                     }
                 }
             }
             Ok(None) => {
-                log::info!("no update is staged (no {}); restarting the agent", self.paths.display_rel(&self.paths.desired_image()));
+                log::info!(
+                    "no update is staged (no {}); restarting the agent",
+                    self.paths.display_rel(&self.paths.desired_image())
+                );
                 self.start_agent();
             }
             Err(e) => {
@@ -942,7 +1014,11 @@ impl Supervisor {
                 if rec.origin == Origin::Rollback {
                     self.rec_mut().attempts += 1;
                     if rec.attempts >= MAX_ATTEMPTS {
-                        self.fail(failure(ServerException, "interrupted", "the rollback was interrupted too often"));
+                        self.fail(failure(
+                            ServerException,
+                            "interrupted",
+                            "the rollback was interrupted too often",
+                        ));
                     } else {
                         self.record_tasks();
                     }
@@ -1008,7 +1084,10 @@ impl Supervisor {
                 continue;
             }
             let path = e.path();
-            let stale = if let Some(v) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")) {
+            let stale = if let Some(v) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".partial"))
+            {
                 !in_flight.is_some_and(|r| r.target.version == v)
             } else if name.starts_with('.') {
                 // Leftovers: temporary build directories and symlinks.
@@ -1036,7 +1115,10 @@ impl Supervisor {
                     let name = e.file_name().to_string_lossy().into_owned();
                     if name.contains(".ecs-update.") {
                         let _ = fs::remove_file(e.path());
-                        log::info!("housekeeping: removed {}", self.paths.display_rel(&e.path()));
+                        log::info!(
+                            "housekeeping: removed {}",
+                            self.paths.display_rel(&e.path())
+                        );
                     }
                 }
             }
@@ -1079,4 +1161,3 @@ impl Supervisor {
         doc
     }
 }
-

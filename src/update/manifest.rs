@@ -144,7 +144,9 @@ pub fn fetch(source: &str, proxy: &ProxyConfig, cfg: &UpdateConfig) -> Result<Ve
             .map_err(|e| format!("fetch manifest {source}: {e}"))?;
     }
     if out.len() as u64 > MAX_MANIFEST {
-        return Err(format!("manifest {source} is larger than {MAX_MANIFEST} bytes"));
+        return Err(format!(
+            "manifest {source} is larger than {MAX_MANIFEST} bytes"
+        ));
     }
     Ok(out)
 }
@@ -191,7 +193,9 @@ fn validate(source: &str, i: usize, e: &Entry) -> Result<Build, String> {
     }
     if let Some(h) = &e.git_hash {
         if h.is_empty() || h.len() > 40 || !h.bytes().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(format!("{at}.gitHash: expected a short hex commit, found {h:?}"));
+            return Err(format!(
+                "{at}.gitHash: expected a short hex commit, found {h:?}"
+            ));
         }
     }
     let url = resolve_url(source, &e.url);
@@ -221,7 +225,9 @@ pub fn choose(
 ) -> Result<Build, String> {
     let mut mine: Vec<&Build> = builds.iter().filter(|b| b.arch == arch).collect();
     if mine.is_empty() {
-        return Err(format!("manifest {source} has no build for architecture {arch}"));
+        return Err(format!(
+            "manifest {source} has no build for architecture {arch}"
+        ));
     }
     if let Some(v) = want {
         return mine
@@ -245,7 +251,9 @@ mod tests {
     }
 
     fn e(v: &str, arch: &str) -> String {
-        format!(r#"{{"version":"{v}","arch":"{arch}","url":"a-{v}","sha256":"{H}","size":10,"new":1}}"#)
+        format!(
+            r#"{{"version":"{v}","arch":"{arch}","url":"a-{v}","sha256":"{H}","size":10,"new":1}}"#
+        )
     }
 
     #[test]
@@ -271,13 +279,24 @@ mod tests {
 
     #[test]
     fn picks_highest_for_arch_or_exact() {
-        let text = m(&[e("1.2.0", "x86_64"), e("1.10.0", "x86_64"), e("9.0.0", "aarch64")].join(","));
+        let text = m(&[
+            e("1.2.0", "x86_64"),
+            e("1.10.0", "x86_64"),
+            e("9.0.0", "aarch64"),
+        ]
+        .join(","));
         let builds = parse("file:///m.json", text.as_bytes()).unwrap();
         let best = choose("m", &builds, "x86_64", None).unwrap();
         assert_eq!(best.target.version, "1.10.0");
         assert_eq!(best.target.url, "file:///a-1.10.0");
         let v = semver::Version::parse("1.2.0").unwrap();
-        assert_eq!(choose("m", &builds, "x86_64", Some(&v)).unwrap().target.version, "1.2.0");
+        assert_eq!(
+            choose("m", &builds, "x86_64", Some(&v))
+                .unwrap()
+                .target
+                .version,
+            "1.2.0"
+        );
         let missing = semver::Version::parse("1.3.0").unwrap();
         assert!(choose("m", &builds, "x86_64", Some(&missing)).is_err());
         assert!(choose("m", &builds, "s390x", None).is_err());

@@ -56,7 +56,9 @@ pub fn resolve(
     updates_enabled(cfg)?;
     let invalid = |m: String| ApiError::ecs(InvalidParameterException, m);
     let want = match &params.version {
-        Some(v) => Some(crate::store::parse_version(v).map_err(|m| invalid(format!("version: {m}")))?),
+        Some(v) => {
+            Some(crate::store::parse_version(v).map_err(|m| invalid(format!("version: {m}")))?)
+        }
         None => cfg.update.pinned_version.clone(),
     };
     let source = match params.source.as_deref().or(cfg.update.source.as_deref()) {
@@ -71,8 +73,8 @@ pub fn resolve(
         .map_err(|m| invalid(format!("source {source}: {m}")))?;
     let bytes = manifest::fetch(&source, &cfg.proxy, &cfg.update).map_err(invalid)?;
     let builds = manifest::parse(&source, &bytes).map_err(invalid)?;
-    let chosen =
-        manifest::choose(&source, &builds, manifest::host_arch(), want.as_ref()).map_err(invalid)?;
+    let chosen = manifest::choose(&source, &builds, manifest::host_arch(), want.as_ref())
+        .map_err(invalid)?;
     manifest::check_source(&chosen.target.url, cfg.update.allow_http)
         .map_err(|m| invalid(format!("build URL {}: {m}", chosen.target.url)))?;
     Ok(Request {
