@@ -2,6 +2,7 @@
 //! one build to the next, crash-safely. See ARCHITECTURE.md for the map.
 
 pub mod agent;
+pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod commands;
