@@ -314,7 +314,32 @@ mod tests {
     fn verbs_flags_and_root() {
         let c = p(&["--root", "/tmp/x", "status", "--json"]).unwrap();
         assert_eq!(c.root, PathBuf::from("/tmp/x"));
-        assert_eq!(c.command, Command::Run(Verb::Status, Flags { json: true }));
+        assert_eq!(
+            c.command,
+            Command::Run(
+                Verb::Status,
+                Flags {
+                    json: true,
+                    ..Flags::default()
+                }
+            )
+        );
+        let c = p(&[
+            "update",
+            "--version",
+            "1.2.3",
+            "--source=file:///m",
+            "--no-wait",
+        ])
+        .unwrap();
+        let Command::Run(Verb::Update, f) = c.command else {
+            panic!("not an update")
+        };
+        assert_eq!(f.version.as_deref(), Some("1.2.3"));
+        assert_eq!(f.source.as_deref(), Some("file:///m"));
+        assert!(f.no_wait);
+        assert!(matches!(p(&["update", "--version"]), Err(Error::Usage(_))));
+        assert!(matches!(p(&["update", "--json=x"]), Err(Error::Usage(_))));
         let c = p(&["start", "--root=/r"]).unwrap();
         assert_eq!(c.root, PathBuf::from("/r"));
         assert_eq!(
