@@ -30,7 +30,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use crate::agent;
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::control::{self, Action, Reply};
+use crate::control::{self, Action, Observation, Reply};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::failpoint;
@@ -131,6 +131,8 @@ pub struct Supervisor {
     /// An agent that exited 2 whose last lines are still to be logged.
     want_tail: Option<i32>,
     watchdog_at: Option<Instant>,
+    /// The agent's identity and the engine version, as last seen.
+    observed: Observation,
 }
 
 /// Run the warden for this root until it is stopped or the agent ends it.
@@ -142,7 +144,12 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier) -> Result<Exit> {
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx.clone())?;
     let mut sup = Supervisor::new(paths.clone(), cfg.clone(), notifier, tx.clone())?;
-    control::server::spawn(&paths.control_socket(), tx, cfg)?;
+    let creds = crate::api::credentials::load_or_create(&paths.credentials())?;
+    control::server::spawn(&paths.control_socket(), tx.clone(), cfg)?;
+    if let Some(port) = cfg.api_port {
+        control::server::spawn_tcp(port, tx.clone(), cfg, creds)?;
+    }
+    spawn_docker_probe(tx);
     // Resume or undo an update a previous warden left in flight; it starts
     // the agent itself when the update is past stopping the old one.
     if sup.recover() {
@@ -152,6 +159,31 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier) -> Result<Exit> {
     let code = sup.run_loop(rx);
     let _ = std::fs::remove_file(paths.control_socket());
     Ok(code)
+}
+
+/// Ask the container engine its version once, in the background, for the
+/// status document's `versionInfo.dockerVersion`.
+fn spawn_docker_probe(tx: Sender<Event>) {
+    let _ = std::thread::Builder::new()
+        .name("docker-version".into())
+        .spawn(move || {
+            let out = std::process::Command::new("docker")
+                .args(["version", "--format", "{{.Server.Version}}"])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output();
+            if let Some(o) = out.ok().filter(|o| o.status.success()) {
+                let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                if !v.is_empty() {
+                    let (rtx, _) = mpsc::channel();
+                    let obs = Observation {
+                        docker_version: Some(format!("DockerVersion: {v}")),
+                        ..Observation::default()
+                    };
+                    let _ = tx.send(Event::Control(Action::Observe(obs), rtx));
+                }
+            }
+        });
 }
 
 fn spawn_signal_thread(tx: Sender<Event>) -> Result<()> {
@@ -194,6 +226,7 @@ impl Supervisor {
             tail: None,
             want_tail: None,
             watchdog_at,
+            observed: Observation::default(),
         })
     }
 
@@ -303,6 +336,25 @@ impl Supervisor {
             Action::Refuse(err) => {
                 self.note_refusal(&err);
                 Err(err)
+            }
+            Action::AgentStage {
+                location,
+                signature,
+                version,
+            } => self.begin_agent_stage(location, signature, version),
+            Action::AgentPerform { signature } => self.agent_perform(signature),
+            Action::Observe(o) => {
+                let cache = &mut self.observed;
+                if o.container_instance_arn.is_some() {
+                    cache.container_instance_arn = o.container_instance_arn;
+                }
+                if o.cluster.is_some() {
+                    cache.cluster = o.cluster;
+                }
+                if o.docker_version.is_some() {
+                    cache.docker_version = o.docker_version;
+                }
+                Ok(Value::Null)
             }
         }
     }
@@ -576,6 +628,11 @@ impl Supervisor {
             "cluster": self.cfg.cluster,
             "introspection": self.cfg.introspection.base_url(),
             "agentUpdateStatus": self.update.record.as_ref().map(|r| r.state.as_str()),
+            "observed": {
+                "containerInstanceArn": self.observed.container_instance_arn,
+                "cluster": self.observed.cluster,
+                "dockerVersion": self.observed.docker_version,
+            },
             "update": self.update_status(),
         })
     }

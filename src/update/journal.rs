@@ -122,6 +122,18 @@ pub struct Target {
     pub size: u64,
 }
 
+impl Target {
+    /// Name of its partial download: the version, or the digest while the
+    /// version is unknown (an agent's stage call without one).
+    pub fn key(&self) -> String {
+        if self.version.is_empty() {
+            format!("sha256-{}", &self.sha256[..16.min(self.sha256.len())])
+        } else {
+            self.version.clone()
+        }
+    }
+}
+
 /// Who asked for the update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

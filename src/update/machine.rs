@@ -58,9 +58,11 @@ pub enum UpdateEvent {
         done: u64,
         total: u64,
     },
+    /// The build is in the store; the target as learned (version and
+    /// size, when the request did not know them).
     Staged {
         id: String,
-        result: std::result::Result<(), Failure>,
+        result: std::result::Result<Target, Failure>,
     },
     Reverified {
         id: String,
@@ -96,6 +98,18 @@ pub struct Updater {
     gate_seq: u64,
     /// The last request refused before it became an update.
     last_refusal: Option<Value>,
+    /// Bytes reported by the download in flight, for the byte counter.
+    progress_seen: u64,
+    /// Metrics since the warden started.
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    updated: u64,
+    failed: u64,
+    downloaded_bytes: u64,
+    last_update_seconds: Option<f64>,
 }
 
 impl Updater {
@@ -108,6 +122,8 @@ impl Updater {
             progress: None,
             gate_seq: 0,
             last_refusal: None,
+            progress_seen: 0,
+            counters: Counters::default(),
         })
     }
 }
@@ -144,6 +160,16 @@ impl Supervisor {
         rec.state = state;
         rec.step = step;
         let mut rec = rec.clone();
+        if state.is_terminal() {
+            match state {
+                State::Updated => self.update.counters.updated += 1,
+                _ => self.update.counters.failed += 1,
+            }
+            self.update.counters.last_update_seconds = humantime::parse_rfc3339(&rec.created_at)
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs_f64());
+        }
         match self.update.journal.write(&mut rec) {
             Ok(()) => {
                 log::info!(
@@ -273,7 +299,13 @@ impl Supervisor {
         if let Some(e) = self.in_flight_error() {
             return Err(e);
         }
-        let previous = self.check_target(&req.target, req.force)?;
+        let previous = if req.target.version.is_empty() {
+            // An agent's stage call without a version: checked once the
+            // build is downloaded and its version known.
+            self.running_version()?.0
+        } else {
+            self.check_target(&req.target, req.force)?
+        };
         let mut rec = Record::new(req.origin, req.target, req.source, req.perform);
         rec.force = req.force;
         rec.previous_version = Some(previous);
@@ -337,11 +369,85 @@ impl Supervisor {
         Ok(self.update_status())
     }
 
+    /// The agent's stage call: download `location`, verify it against
+    /// `signature` (a SHA-256), stop at STAGED. Repeating the same call is
+    /// idempotent; a different one while an update is in flight is refused.
+    pub(crate) fn begin_agent_stage(
+        &mut self,
+        location: String,
+        signature: String,
+        version: Option<String>,
+    ) -> Reply {
+        if let Some(r) = &self.update.record {
+            if r.in_flight() && r.origin == Origin::Agent && r.target.sha256 == signature {
+                return Ok(self.update_status());
+            }
+        }
+        let target = Target {
+            version: version.unwrap_or_default(),
+            git_hash: None,
+            url: location,
+            sha256: signature,
+            size: 0,
+        };
+        let req = Request {
+            source: "the agent's stage call".into(),
+            target,
+            origin: Origin::Agent,
+            perform: false,
+            force: false,
+        };
+        self.begin_update(req)
+    }
+
+    /// The agent's perform call: perform what it staged (same signature).
+    pub(crate) fn agent_perform(&mut self, signature: String) -> Reply {
+        let staged =
+            self.update.record.as_ref().filter(|r| {
+                r.in_flight() && r.origin == Origin::Agent && r.target.sha256 == signature
+            });
+        let Some(r) = staged else {
+            let e = ApiError::ecs(
+                InvalidParameterException,
+                match &self.update.record {
+                    Some(r) if r.in_flight() => format!(
+                        "signature {signature} does not match the update in flight ({}, sha256 {})",
+                        r.state.as_str(),
+                        r.target.sha256
+                    ),
+                    _ => format!("no update with signature {signature} is staged"),
+                },
+            );
+            self.note_refusal(&e);
+            return Err(e);
+        };
+        match r.state {
+            State::Staged => {
+                self.rec_mut().perform = true;
+                self.begin_perform();
+            }
+            State::Pending | State::Staging => {
+                // Perform as soon as the download is verified.
+                self.rec_mut().perform = true;
+                let mut rec = self.rec().clone();
+                if let Err(e) = self.update.journal.write(&mut rec) {
+                    log::error!("update journal: {e}");
+                }
+                self.update.record = Some(rec);
+            }
+            _ => {} // already performing
+        }
+        Ok(self.update_status())
+    }
+
     // ----- staging --------------------------------------------------------
 
     fn start_staging(&mut self) {
         let target = self.rec().target.clone();
-        if let Some(b) = Store::new(&self.paths).build(&target.version) {
+        if let Some(b) = Store::new(&self.paths)
+            .build(&target.version)
+            .filter(|_| !target.version.is_empty())
+        {
             if b.artifact.sha256 == target.sha256 {
                 log::info!("build {} is already in the store", target.version);
                 if self.advance(State::Staged, Step::Staged) {
@@ -363,10 +469,12 @@ impl Supervisor {
         let cfg = self.cfg.clone();
         let tx = self.tx.clone();
         self.update.progress = Some((0, target.size));
+        self.update.progress_seen = 0;
         self.spawn_worker("download", move || {
-            let job = download::Job {
-                partial: paths.partial(&target.version),
-                target: &target,
+            let partial = paths.partial(&target.key());
+            let mut job = download::Job {
+                partial: partial.clone(),
+                target: target.clone(),
                 proxy: &cfg.proxy,
                 cfg: &cfg.update,
             };
@@ -381,24 +489,32 @@ impl Supervisor {
                     total,
                 }));
             };
-            let result = download::run(&job, &mut progress)
+            let result = download::run(&mut job, &mut progress)
                 .map_err(|e| match e {
                     DlError::Fatal(m) => failure(ClientException, "download", m),
                     DlError::Disk(m) => failure(ServerException, "disk", m),
                     DlError::Retry(m) => failure(ServerException, "download", m),
                 })
-                .and_then(|()| {
+                .and_then(|size| {
+                    let mut learned = target.clone();
+                    learned.size = size;
+                    if learned.version.is_empty() {
+                        let (v, h) = probe_partial(&partial)
+                            .map_err(|m| failure(ClientException, "verify", m))?;
+                        learned.version = v;
+                        learned.git_hash = learned.git_hash.or(h);
+                    }
                     let artifact = Artifact {
-                        version: target.version.clone(),
-                        git_hash: target.git_hash.clone(),
-                        sha256: target.sha256.clone(),
-                        size: target.size,
-                        source: format!("{} ({})", target.url, source),
+                        version: learned.version.clone(),
+                        git_hash: learned.git_hash.clone(),
+                        sha256: learned.sha256.clone(),
+                        size: learned.size,
+                        source: format!("{} ({})", learned.url, source),
                         installed_at: store::now_rfc3339(),
                     };
                     Store::new(&paths)
-                        .install(&job.partial, &artifact, true)
-                        .map(|_| ())
+                        .install(&partial, &artifact, true)
+                        .map(|_| learned)
                         .map_err(|e| failure(ServerException, "disk", e.to_string()))
                 });
             UpdateEvent::Staged { id, result }
@@ -655,7 +771,7 @@ impl Supervisor {
     /// Fail before anything changed on the host: FAILED, no rollback.
     fn fail(&mut self, f: Failure) {
         log::error!("update failed: {}: {}", f.name, f.message);
-        let partial = self.paths.partial(&self.rec().target.version);
+        let partial = self.paths.partial(&self.rec().target.key());
         self.rec_mut().error = Some(f);
         self.advance(State::Failed, Step::Done);
         let _ = fs::remove_file(partial);
@@ -785,6 +901,10 @@ impl Supervisor {
         match ev {
             UpdateEvent::Progress { id, done, total } => {
                 if self.current_id(&id) {
+                    if done > self.update.progress_seen {
+                        self.update.counters.downloaded_bytes += done - self.update.progress_seen;
+                    }
+                    self.update.progress_seen = done;
                     self.update.progress = Some((done, total));
                 }
             }
@@ -793,7 +913,20 @@ impl Supervisor {
                     return;
                 }
                 match result {
-                    Ok(()) => {
+                    Ok(learned) => {
+                        let was_unknown = self.rec().target.version.is_empty();
+                        self.rec_mut().target = learned.clone();
+                        if was_unknown {
+                            // Only now is the version known: the checks a
+                            // request with a version gets up front.
+                            if let Err(e) = self.check_target(&learned, self.rec().force) {
+                                return self.fail(failure(
+                                    EcsErrorName::parse(&e.name).unwrap_or(ClientException),
+                                    "refused",
+                                    e.message,
+                                ));
+                            }
+                        }
                         if self.advance(State::Staged, Step::Staged) {
                             self.after_staged();
                         } else {
@@ -1088,10 +1221,10 @@ impl Supervisor {
                 .strip_prefix('.')
                 .and_then(|n| n.strip_suffix(".partial"))
             {
-                !in_flight.is_some_and(|r| r.target.version == v)
+                in_flight.is_none_or(|r| r.target.version != v)
             } else if name.starts_with('.') {
                 // Leftovers: temporary build directories and symlinks.
-                !in_flight.is_some() || name.contains(".tmp-") || name.contains(".link.")
+                in_flight.is_none() || name.contains(".tmp-") || name.contains(".link.")
             } else {
                 !keep.contains(&name)
             };
@@ -1156,8 +1289,23 @@ impl Supervisor {
             doc["bytesTotal"] = json!(total);
         }
         doc["lastRefusal"] = self.update.last_refusal.clone().unwrap_or(Value::Null);
+        doc["counters"] = json!({
+            "updates": {"UPDATED": self.update.counters.updated, "FAILED": self.update.counters.failed},
+            "downloadedBytes": self.update.counters.downloaded_bytes,
+            "lastUpdateSeconds": self.update.counters.last_update_seconds,
+        });
         doc["quarantined"] = json!(quarantined);
         doc["history"] = json!(history);
         doc
     }
+}
+
+/// The version a downloaded (verified) executable reports.
+fn probe_partial(
+    partial: &std::path::Path,
+) -> std::result::Result<(String, Option<String>), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(partial, fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", partial.display()))?;
+    store::probe_version(partial).map_err(|e| e.to_string())
 }
