@@ -45,6 +45,8 @@ pub enum Action {
     AgentPerform { signature: String },
     /// What a connection thread learned from the agent, for the cache.
     Observe(Observation),
+    /// Replace the program image with the installed binary, keeping the agent.
+    Reexec,
 }
 
 /// Facts about the agent and its host seen outside the main loop.
@@ -104,6 +106,7 @@ type Parse = fn(&Request, &Config) -> Result<Action, ApiError>;
 /// The route table: `(method, path, parse)`.
 const ROUTES: &[(&str, &str, Parse)] = &[
     ("POST", "/v1/stop", |_, _| Ok(Action::Stop)),
+    ("POST", "/v1/reexec", |_, _| Ok(Action::Reexec)),
     ("POST", "/v1/agent/stage", agent_stage),
     ("POST", "/v1/agent/perform", |r, c| {
         #[derive(serde::Deserialize)]

@@ -205,6 +205,15 @@ impl Supervisor {
         }
     }
 
+    /// Whether an update is between stopping the old agent and its end (a
+    /// re-exec waits for that).
+    pub(crate) fn update_busy(&self) -> bool {
+        self.update
+            .record
+            .as_ref()
+            .is_some_and(|r| r.in_flight() && r.state == State::Updating)
+    }
+
     // ----- requests -------------------------------------------------------
 
     /// Remember a refusal for the status document.
