@@ -66,6 +66,10 @@ pub fn spawn(paths: &Paths, cfg: &Config, build: &Build, tx: Sender<Event>) -> R
         .try_clone()
         .map_err(Error::io("duplicate output pipe for", &exe))?;
     let mut cmd = Command::new(&exe);
+    // systemd's notification variables are the warden's, not the agent's.
+    for k in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        cmd.env_remove(k);
+    }
     cmd.envs(environment(paths, cfg))
         .current_dir(&build.dir)
         .stdin(Stdio::null())

@@ -307,13 +307,25 @@ impl Journal {
         Ok(())
     }
 
-    /// The last `n` history lines (a torn last line is skipped).
+    /// The last `n` history lines (a torn last line is skipped). Reads
+    /// only the file's tail, however long the history grows.
     pub fn history(&self, n: usize) -> Vec<HistoryLine> {
-        let Ok(text) = fs::read_to_string(self.paths.history()) else {
+        use std::io::{Read, Seek, SeekFrom};
+        const TAIL: u64 = 64 * 1024;
+        let Ok(mut f) = fs::File::open(self.paths.history()) else {
             return Vec::new();
         };
-        let lines: Vec<HistoryLine> = text
-            .lines()
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(TAIL);
+        let mut text = String::new();
+        if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_string(&mut text).is_err() {
+            return Vec::new();
+        }
+        let mut lines_iter = text.lines();
+        if start > 0 {
+            lines_iter.next(); // a partial first line
+        }
+        let lines: Vec<HistoryLine> = lines_iter
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         let skip = lines.len().saturating_sub(n);
