@@ -131,10 +131,17 @@ fn static_busybox() -> Option<PathBuf> {
 }
 
 fn missing_tools() -> Vec<&'static str> {
-    let mut missing: Vec<&'static str> = ["rpm", "rpmbuild", "rpmlint", "systemd-analyze"]
-        .into_iter()
-        .filter(|t| which(t).is_none())
-        .collect();
+    let mut missing: Vec<&'static str> = [
+        "rpm",
+        "rpmbuild",
+        "rpmlint",
+        "systemd-analyze",
+        "musl-gcc",
+        "aarch64-linux-gnu-gcc",
+    ]
+    .into_iter()
+    .filter(|t| which(t).is_none())
+    .collect();
     if static_busybox().is_none() {
         missing.push("busybox (static)");
     }
