@@ -416,8 +416,10 @@ fn assert_reexec_attempted(root: &Root, rpm_output: &str) {
             "note: the packaged ecs-warden has no `reexec` verb yet; \
              accepting its exit 2 (unknown verb) as proof the scriptlet called it"
         );
+        // The scriptlet's report, and the binary's own words, which it passes on.
         assert!(
-            rpm_output.contains("reexec failed (exit 2)"),
+            rpm_output.contains("reexec failed (exit 2)")
+                && rpm_output.contains("unknown verb \"reexec\""),
             "expected the scriptlet's report of `ecs-warden reexec` exiting 2:\n{rpm_output}"
         );
     }
