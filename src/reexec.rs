@@ -64,7 +64,7 @@ pub struct Handoff {
 
 pub fn write(path: &Path, h: &Handoff) -> Result<()> {
     let bytes = serde_json::to_vec(h).map_err(|e| Error::Other(format!("hand-off: {e}")))?;
-    durable::write("re-exec hand-off", path, &bytes, 0o600)
+    durable::write_volatile("re-exec hand-off", path, &bytes, 0o600)
 }
 
 /// Read and delete the hand-off file.

@@ -60,10 +60,8 @@ pub enum Step {
     /// UPDATING, in order:
     Reverify,
     RecordTasks,
+    /// Stop the old agent, snapshot its data, switch, start the new one.
     StopOld,
-    Snapshot,
-    Switch,
-    StartNew,
     HealthGate,
     /// Rolling back, in order:
     RollbackStop,
@@ -84,9 +82,6 @@ impl Step {
             Step::Reverify => "reverify",
             Step::RecordTasks => "record-tasks",
             Step::StopOld => "stop-old",
-            Step::Snapshot => "snapshot",
-            Step::Switch => "switch",
-            Step::StartNew => "start-new",
             Step::HealthGate => "health-gate",
             Step::RollbackStop => "rollback-stop",
             Step::RollbackSwitch => "rollback-switch",

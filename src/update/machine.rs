@@ -12,15 +12,16 @@
 //! 3. STAGED/staged: stop here for `stage`; go on for `update`.
 //! 4. UPDATING/reverify: hash the staged executable again.
 //! 5. UPDATING/record-tasks: the tasks `/v1/tasks` reports RUNNING.
-//! 6. UPDATING/stop-old: SIGTERM (then SIGKILL) to the old agent's PID.
-//! 7. UPDATING/snapshot: copy `var/lib/ecs/data` beside the old build.
-//! 8. UPDATING/switch: `current` -> new build (one rename), `previous` ->
-//!    old build.
-//! 9. UPDATING/start-new, then UPDATING/health-gate (see `gate`).
-//! 10. UPDATED, or on any failure from step 6 on, the rollback:
-//!     rollback-stop, rollback-switch, rollback-restore (the snapshot),
-//!     rollback-start, rollback-gate, then FAILED with the error, and the
-//!     failed version is quarantined.
+//! 6. UPDATING/stop-old: the agent's downtime, one journal record for all
+//!    of it: SIGTERM (then SIGKILL) to the old agent's PID; copy
+//!    `var/lib/ecs/data` beside the old build; `current` -> new build (one
+//!    rename), `previous` -> old build; start the new build. Recovery tells
+//!    how far it got from where `current` points.
+//! 7. UPDATING/health-gate (see `gate`).
+//! 8. UPDATED, or on any failure from step 6 on, the rollback:
+//!    rollback-stop, rollback-switch, rollback-restore (the snapshot),
+//!    rollback-start, rollback-gate, then FAILED with the error, and the
+//!    failed version is quarantined.
 //!
 //! After a crash, `recover` reads the journal: before step 6 the old agent
 //! is started and the step is redone; from step 6 on the sequence continues
@@ -654,14 +655,9 @@ impl Supervisor {
         self.paths.build_dir(version).join(SNAPSHOT_DIR)
     }
 
+    /// Snapshot the data of the stopped old agent. Part of the `stop-old`
+    /// step: no journal write of its own (see `switch_and_start`).
     fn take_snapshot(&mut self) {
-        if !self.advance(State::Updating, Step::Snapshot) {
-            return self.rollback(failure(
-                ServerException,
-                "journal",
-                "cannot write the update journal",
-            ));
-        }
         let id = self.rec().id.clone();
         let prev = self.rec().previous_version.clone().unwrap_or_default();
         let data = self.paths.data_dir.clone();
@@ -672,53 +668,55 @@ impl Supervisor {
         });
     }
 
+    /// Switch `current` to the new build and start it.
+    ///
+    /// The `stop-old` record, written before the old agent was signalled,
+    /// announces the whole window: stop, snapshot, switch, start. Each part
+    /// is idempotent and where it got to is visible on disk (`current` is
+    /// switched by one rename, and only after the snapshot is complete), so
+    /// recovery needs no record per part, and the agent's downtime holds no
+    /// journal write at all. The store's directory is fsynced once the new
+    /// agent runs, before the gate can pass.
     fn switch_and_start(&mut self) {
         self.failpoint("after-snapshot");
-        if !self.advance(State::Updating, Step::Switch) {
-            return self.rollback(failure(
-                ServerException,
-                "journal",
-                "cannot write the update journal",
-            ));
-        }
         let target = self.rec().target.version.clone();
         let store = Store::new(&self.paths);
         if store.link_name(&self.paths.current()).as_deref() != Some(target.as_str()) {
-            if let Err(e) = store.switch_current(&target) {
+            if let Err(e) = store.switch_current_unsynced(&target) {
                 return self.rollback(failure(ServerException, "switch", e.to_string()));
             }
         }
         self.failpoint("after-switch");
-        self.start_and_gate(Step::StartNew, Step::HealthGate, target);
-    }
-
-    /// Start the current build and run the gate for `version`.
-    fn start_and_gate(&mut self, start: Step, gate_step: Step, version: String) {
-        if !self.advance(State::Updating, start) {
+        self.start_agent();
+        if let Err(e) = Store::new(&self.paths).sync() {
+            log::error!("{e}");
+        }
+        if !self.agent_running() {
             return self.rollback(failure(
                 ServerException,
-                "journal",
-                "cannot write the update journal",
+                "start",
+                format!("build {target} could not be started"),
             ));
+        }
+        self.failpoint("after-start-new");
+        self.run_gate(Step::HealthGate, target);
+    }
+
+    /// Rolling back: start the build rolled back to and run its gate.
+    fn rollback_start(&mut self, version: String) {
+        if !self.advance(State::Updating, Step::RollbackStart) {
+            log::error!("rollback: the journal could not be written; going on");
         }
         self.start_agent();
         if !self.agent_running() {
-            let f = failure(
-                ServerException,
-                "start",
-                format!("build {version} could not be started"),
-            );
-            return if start == Step::StartNew {
-                self.rollback(f)
-            } else {
-                self.finish_rollback(Err(f.message))
-            };
+            return self.finish_rollback(Err(format!("build {version} could not be started")));
         }
-        self.failpoint(if start == Step::StartNew {
-            "after-start-new"
-        } else {
-            "after-rollback-start"
-        });
+        self.failpoint("after-rollback-start");
+        self.run_gate(Step::RollbackGate, version);
+    }
+
+    /// Announce `gate_step` and run the health gate for `version`.
+    fn run_gate(&mut self, gate_step: Step, version: String) {
         if !self.advance(State::Updating, gate_step) {
             return self.rollback(failure(
                 ServerException,
@@ -741,7 +739,7 @@ impl Supervisor {
             seq,
             result: gate::run(&spec),
         });
-        self.failpoint(if start == Step::StartNew {
+        self.failpoint(if gate_step == Step::HealthGate {
             "during-gate"
         } else {
             "during-rollback-gate"
@@ -870,7 +868,7 @@ impl Supervisor {
             }
         }
         let back_to = self.rollback_version();
-        self.start_and_gate(Step::RollbackStart, Step::RollbackGate, back_to);
+        self.rollback_start(back_to);
     }
 
     /// The rollback's gate reported (or the rollback could not go on).
@@ -976,7 +974,7 @@ impl Supervisor {
                 }
             }
             UpdateEvent::Snapshot { id, result } => {
-                if !self.current_id(&id) || self.rec().step != Step::Snapshot {
+                if !self.current_id(&id) || self.rec().step != Step::StopOld {
                     return;
                 }
                 match result {
@@ -1020,7 +1018,7 @@ impl Supervisor {
             return false;
         }
         match r.step {
-            Step::StartNew | Step::HealthGate => {
+            Step::StopOld | Step::HealthGate => {
                 self.update.gate_seq += 1; // the running gate is moot
                 self.rollback(failure(
                     ServerException,
@@ -1168,28 +1166,42 @@ impl Supervisor {
                     self.begin_perform();
                 }
             }
-            (_, Step::StopOld | Step::Snapshot) => self.take_snapshot(),
-            (_, Step::Switch) => self.switch_and_start(),
-            (_, Step::StartNew | Step::HealthGate) => {
-                self.rec_mut().attempts += 1;
-                if self.rec().attempts > MAX_ATTEMPTS {
-                    self.rollback(failure(
-                        ServerException,
-                        "interrupted",
-                        format!(
-                            "the warden stopped {MAX_ATTEMPTS} times while the new build was being checked"
-                        ),
-                    ));
+            (_, Step::StopOld | Step::HealthGate) => {
+                let target = rec.target.version.clone();
+                let store = Store::new(&self.paths);
+                if store.link_name(&self.paths.current()).as_deref() != Some(target.as_str()) {
+                    // Not switched yet: the old agent is stopped (an orphan
+                    // was stopped at start); snapshot, switch, start.
+                    self.take_snapshot();
                 } else {
-                    let v = rec.target.version.clone();
-                    self.start_and_gate(Step::StartNew, Step::HealthGate, v);
+                    self.rec_mut().attempts += 1;
+                    if self.rec().attempts > MAX_ATTEMPTS {
+                        self.rollback(failure(
+                            ServerException,
+                            "interrupted",
+                            format!(
+                                "the warden stopped {MAX_ATTEMPTS} times while the new build was being checked"
+                            ),
+                        ));
+                    } else {
+                        self.start_agent();
+                        if self.agent_running() {
+                            self.run_gate(Step::HealthGate, target);
+                        } else {
+                            self.rollback(failure(
+                                ServerException,
+                                "start",
+                                format!("build {target} could not be started"),
+                            ));
+                        }
+                    }
                 }
             }
             (_, Step::RollbackStop | Step::RollbackSwitch) => self.rollback_switch(),
             (_, Step::RollbackRestore) => self.rollback_switch(),
             (_, Step::RollbackStart | Step::RollbackGate) => {
                 let v = self.rollback_version();
-                self.start_and_gate(Step::RollbackStart, Step::RollbackGate, v);
+                self.rollback_start(v);
             }
             (_, Step::Downloading | Step::Staged | Step::Done) => {
                 self.start_agent();
