@@ -472,6 +472,31 @@ fn the_warden_never_signals_the_agents_process_group() {
     );
 }
 
+#[test]
+fn a_stop_during_backoff_exits_at_once_and_starts_nothing() {
+    let mut host = Host::new();
+    host.write_config(&[
+        ("ECS_WARDEN_RESTART_BACKOFF_MIN", "30s"),
+        ("ECS_WARDEN_RESTART_BACKOFF_MAX", "30s"),
+    ]);
+    let pid = started(&mut host);
+    kill_pid(pid, Signal::SIGKILL);
+    let st = host.wait_status("the warden to wait out its backoff", T, |s| {
+        s["supervisor"]["agentState"] == "BACKOFF"
+    });
+    assert!(st["supervisor"]["nextStartInMs"].as_u64().unwrap() > 20_000);
+    let t0 = Instant::now();
+    host.signal_warden(Signal::SIGINT);
+    assert_eq!(host.wait_exit(T), 0, "log:\n{}", host.log());
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the stop does not wait out the backoff"
+    );
+    assert!(host.log().contains("received SIGINT; stopping"));
+    assert_eq!(host.log_lines("started agent").len(), 1, "no new agent");
+    assert!(host.agent_processes().is_empty());
+}
+
 // ---------------------------------------------------------------------------
 // One warden per root; a broken config; an orphaned agent.
 
