@@ -240,3 +240,18 @@ fn error_in_the_packaged_file_names_that_file() {
         "expected a duration",
     );
 }
+
+#[test]
+fn unreadable_or_non_utf8_config_file() {
+    let host = Host::new();
+    let file = host.path("etc/ecs/ecs.config");
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    assert_config_error(&host, &file, 0, "", "cannot read the file");
+
+    let host = Host::new();
+    let file = host.path("var/lib/ecs/ecs.config");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"ECS_CLUSTER=\xff\n").unwrap();
+    assert_config_error(&host, &file, 0, "", "file is not valid UTF-8");
+}
