@@ -263,6 +263,21 @@ fn pre_start_installs_the_bundled_agent_with_tight_modes() {
 }
 
 #[test]
+fn pre_start_tightens_private_directories_that_already_exist() {
+    let host = Host::new();
+    let dirs = ["var/lib/ecs-warden", "run/ecs-warden", "var/lib/ecs/data"];
+    for dir in dirs {
+        fs::create_dir_all(host.path(dir)).unwrap();
+        fs::set_permissions(host.path(dir), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = host.cli_bounded(&["pre-start"]);
+    assert_exit(&out, 0);
+    for dir in dirs {
+        assert_eq!(mode(&host.path(dir)), 0o700, "mode of {dir}");
+    }
+}
+
+#[test]
 fn start_with_no_agent_anywhere_exits_7() {
     let host = Host::new();
     fs::remove_file(host.path("var/cache/ecs/ecs-agent")).unwrap();
@@ -301,6 +316,9 @@ fn post_stop_removes_a_stale_socket() {
     );
 
     let sock = stale_socket(&host);
+    // Nothing answers on it: status and stop say no warden runs.
+    assert_exit(&host.cli_bounded(&["status"]), 3);
+    assert_exit(&host.cli_bounded(&["stop"]), 0);
     let out = host.cli_bounded(&["post-stop"]);
     assert_exit(&out, 0);
     assert!(!sock.exists(), "the stale socket is removed");
