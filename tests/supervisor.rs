@@ -112,6 +112,22 @@ fn agent_exit_5_is_terminal() {
 }
 
 #[test]
+fn a_cluster_mismatch_is_terminal_too() {
+    // The sample agent, like the real one, exits 5 when its data dir
+    // belongs to another cluster: the warden must not crash-loop it.
+    let mut host = Host::new();
+    started(&mut host);
+    assert!(host.cli_bounded(&["stop"]).status.success());
+    assert_eq!(host.wait_exit(T), 0);
+    host.write_config(&[("ECS_CLUSTER", "another-cluster")]);
+    host.start();
+    assert_eq!(host.wait_exit(T), 5, "log:\n{}", host.log());
+    assert_eq!(host.log_lines("started agent").len(), 2, "not restarted");
+    assert!(host.log().contains("exited with code 5 (terminal)"));
+    assert!(host.agent_processes().is_empty());
+}
+
+#[test]
 fn agent_exit_42_without_a_staged_update_restarts_at_once() {
     let mut host = Host::new();
     // A backoff far longer than the test waits: a restart within it is
@@ -564,4 +580,28 @@ fn the_next_start_stops_an_agent_a_killed_warden_left_behind() {
     assert_eq!(host.agent_processes(), vec![pid], "exactly one agent runs");
     assert_eq!(host.agent_version().as_deref(), Some("1.0.0"));
     assert!(decoy.alive(), "only the orphan's pid was signalled");
+}
+
+#[test]
+fn an_orphan_that_ignores_sigterm_is_killed_by_the_next_start() {
+    let mut host = Host::new();
+    host.write_config(&[
+        ("SAMPLE_AGENT_FAULT", "ignore-sigterm"),
+        ("ECS_WARDEN_STOP_TIMEOUT", "300ms"),
+    ]);
+    let orphan = started(&mut host);
+    host.signal_warden(Signal::SIGKILL);
+    host.wait_exit(T);
+    assert!(pid_alive(orphan));
+    host.start();
+    let pid = host.wait_new_agent(Some(orphan), T);
+    assert!(!pid_alive(orphan), "the orphan was killed");
+    assert!(
+        host.log().contains(&format!(
+            "orphaned agent (pid {orphan}) ignored SIGTERM; sending SIGKILL"
+        )),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.agent_processes(), vec![pid]);
 }
