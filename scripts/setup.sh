@@ -7,13 +7,12 @@
 #
 # 1. Debian packages that are missing (apt-get, as root).
 # 2. The AWS CLI v1 and boto3 (pip) when `aws` or `import boto3` fail.
-# 3. The musl target for the static build (rustup).
+# 3. The packaging tools and musl targets (scripts/packaging-deps.sh).
 # 4. A Docker engine and the task image (scripts/docker-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=(busybox-static rpm rpmlint musl-tools python3 python3-pip curl ca-certificates iproute2)
-command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+want=(busybox-static python3 python3-pip curl ca-certificates)
 if [ "${1:-}" = "--bench" ]; then
     want+=(nginx-light s6 runit openssl hyperfine)
 fi
@@ -49,11 +48,7 @@ if ! command -v aws >/dev/null 2>&1 || ! python3 -c 'import boto3' >/dev/null 2>
         python3 -m pip install -q --break-system-packages awscli boto3
 fi
 
-if command -v rustup >/dev/null 2>&1; then
-    rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl ||
-        rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
-        echo "setup: could not add the musl target; the packaging tests will fail" >&2
-fi
+bash scripts/packaging-deps.sh
 
 # shellcheck source=scripts/docker-env.sh
 if ! source scripts/docker-env.sh; then
