@@ -260,6 +260,37 @@ fn bad_input_gets_its_own_error_and_changes_nothing() {
         }
     }
 
+    // Heads that are too large or have too many fields.
+    for to in [To::Unix(socket(&host)), To::Tcp(port)] {
+        let body = br#"{"cluster": "prod"}"#;
+        let target = format!("{TARGET_PREFIX}ListTasks");
+        let mut big = ecs_headers(&to, "POST", Some(&creds), &target, AMZ_JSON, body);
+        big.push(("X-Padding".into(), "p".repeat(32 * 1024)));
+        let r = raw(
+            &to,
+            &request_bytes("POST", "/", &big, None, body),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("32 KiB head over {to:?}: no answer: {e}"));
+        assert_eq!(
+            (r.status, r.error().1.as_str()),
+            (431, "RequestHeaderFieldsTooLarge"),
+            "{}",
+            r.text()
+        );
+        let mut many = ecs_headers(&to, "POST", Some(&creds), &target, AMZ_JSON, body);
+        many.extend((0..100).map(|i| (format!("X-Extra-{i}"), "1".to_string())));
+        let r = raw(
+            &to,
+            &request_bytes("POST", "/", &many, None, body),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("100 header fields over {to:?}: no answer: {e}"));
+        let (status, name, message) = r.error();
+        assert_eq!((status, name.as_str()), (400, "BadRequest"), "{message}");
+        assert!(message.contains("too many headers"), "{message}");
+    }
+
     // The control routes refuse bad input too.
     let sock = To::Unix(socket(&host));
     let plain = |method: &str, path: &str, body: &str| {
