@@ -14,7 +14,12 @@
 //! 2. read the head (≤ 16 KiB) and the body (≤ `max_body`, by
 //!    `Content-Length`; chunked bodies are refused) before `deadline`;
 //! 3. hand the request to the handler and write its response;
-//! 4. close.
+//! 4. close; after refusing a request that was not read to its end (body
+//!    or head too large, malformed), first stop sending and discard what
+//!    the client still sends for a moment ("lingering close"): closing a
+//!    socket with unread input resets the connection (TCP RST; ECONNRESET
+//!    on a unix socket), and the reset destroys the answer before the
+//!    client reads it.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -25,6 +30,9 @@ use std::time::{Duration, Instant};
 
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
+/// Lingering close: how long, and how many bytes, to discard at most.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -174,9 +182,12 @@ impl Conn {
         }
     }
     fn shutdown(&self) {
+        self.shutdown_how(Shutdown::Both);
+    }
+    fn shutdown_how(&self, how: Shutdown) {
         let _ = match self {
-            Conn::Unix(s) => s.shutdown(Shutdown::Both),
-            Conn::Tcp(s) => s.shutdown(Shutdown::Both),
+            Conn::Unix(s) => s.shutdown(how),
+            Conn::Tcp(s) => s.shutdown(how),
         };
     }
 }
@@ -424,14 +435,41 @@ pub fn serve(name: &str, listener: Listener, limits: Limits, handler: Arc<dyn Ha
 
 fn serve_conn(mut conn: Conn, limits: Limits, tcp: bool, handler: &dyn Handler) {
     let deadline = Instant::now() + limits.request_timeout;
-    let resp = match read_request(&mut conn, deadline, limits.max_body, tcp) {
-        Ok(req) => handler.handle(req),
+    let (resp, unread) = match read_request(&mut conn, deadline, limits.max_body, tcp) {
+        Ok(req) => (handler.handle(req), false),
         Err(ReadError::Closed) => return,
-        Err(e) => handler.reject(&e),
+        Err(e) => {
+            // A timeout or an i/o error left nothing to read that matters.
+            let unread = matches!(
+                e,
+                ReadError::BodyTooLarge { .. } | ReadError::HeadTooLarge | ReadError::Malformed(_)
+            );
+            (handler.reject(&e), unread)
+        }
     };
     let _ = conn.set_write_timeout(Some(limits.request_timeout));
     let _ = write_response(&mut conn, &resp);
+    if unread {
+        linger(&mut conn);
+    }
     conn.shutdown();
+}
+
+/// Lingering close: end our side, then read and discard the client's
+/// input until it closes (it has our answer by then), for at most
+/// `LINGER_TIME` and `LINGER_BYTES`, so that closing does not reset the
+/// connection and destroy the answer in flight.
+fn linger(conn: &mut Conn) {
+    conn.shutdown_how(Shutdown::Write);
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; 16 * 1024];
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        match read_some(conn, &mut buf, deadline) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n,
+        }
+    }
 }
 
 /// A response read by the client.

@@ -1,7 +1,8 @@
 //! The status document and the metrics, assembled on the connection's
 //! thread from the main loop's snapshot plus what the agent's introspection
 //! API says right now (with a short timeout, so a slow agent cannot slow
-//! status down: it shows as `agentConnected: false`).
+//! status down: it shows as `agentConnected: false`, with the task counts
+//! last seen).
 //!
 //! The document is shaped like ECS's `containerInstance`
 //! (`containerInstanceArn`, `agentConnected`, `agentUpdateStatus`,
@@ -10,6 +11,7 @@
 //! progress, error, history), `supervisor` (agent PID, uptime, restarts,
 //! last exit, backoff) and `warden`.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -59,17 +61,33 @@ pub fn instance_arn(snapshot: &Value, obs: &Observed) -> Option<String> {
         })
 }
 
+/// The task counts last seen (running, pending). Tasks outlive the
+/// agent, so while it does not answer (stopped, hung, restarting) these
+/// are still the best account of them; ECS, too, keeps reporting a
+/// disconnected instance's tasks rather than none.
+static LAST_COUNTS: Mutex<(usize, usize)> = Mutex::new((0, 0));
+
+/// Running and pending task counts: from `tasks` when the agent answered,
+/// else the last ones seen.
+fn task_counts(tasks: Option<&[Task]>) -> (usize, usize) {
+    let mut last = LAST_COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tasks) = tasks {
+        let running = tasks.iter().filter(|t| t.known_status == "RUNNING").count();
+        let pending = tasks
+            .iter()
+            .filter(|t| t.known_status != "RUNNING" && t.desired_status == "RUNNING")
+            .count();
+        *last = (running, pending);
+    }
+    *last
+}
+
 /// Build the status document from the snapshot and the observation.
 pub fn status(cfg: &Config, snapshot: &Value, obs: &Observed) -> Value {
     let mut doc = snapshot.clone();
     let agent_running = snapshot["supervisor"]["agentState"] == "RUNNING";
     let connected = agent_running && obs.metadata.is_some();
-    let tasks = obs.tasks.as_deref().unwrap_or(&[]);
-    let running = tasks.iter().filter(|t| t.known_status == "RUNNING").count();
-    let pending = tasks
-        .iter()
-        .filter(|t| t.known_status != "RUNNING" && t.desired_status == "RUNNING")
-        .count();
+    let (running, pending) = task_counts(obs.tasks.as_deref());
     let (agent_version, agent_hash) = match obs.metadata.as_ref().and_then(|m| m.parsed_version()) {
         Some((v, h)) => (Some(v), h),
         None => (

@@ -15,6 +15,7 @@
 //! HTTP 400 (500 for `ServerException`).
 
 use std::sync::mpsc::Sender;
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
@@ -32,6 +33,13 @@ pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// Requests larger than this are refused.
 pub const MAX_BODY: usize = 64 * 1024;
+/// Budget for each introspection call an operation makes. Operations
+/// answer with the agent's data (its tasks, their counts), so a busy agent
+/// gets more time than the status document gives it
+/// (`document::INTROSPECTION_BUDGET`, 40 ms): one slow answer must not turn
+/// `ListTasks` into a `ServerException`. A stopped or hung agent still
+/// fails them within this.
+pub const INTROSPECTION_BUDGET: Duration = Duration::from_secs(1);
 
 fn err(status: u16, name: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(status, name, message)
@@ -203,7 +211,7 @@ struct Host {
 
 fn host(tx: &Sender<Event>, cfg: &Config) -> Result<Host, ApiError> {
     let snapshot = ask(tx, Action::Status)?;
-    let obs = document::observe(cfg, document::INTROSPECTION_BUDGET);
+    let obs = document::observe(cfg, INTROSPECTION_BUDGET);
     let cluster = document::cluster(cfg, &snapshot, &obs);
     let arn = document::instance_arn(&snapshot, &obs);
     // arn:aws:ecs:REGION:ACCOUNT:container-instance/CLUSTER/ID
