@@ -95,21 +95,15 @@ fn request_update_stages_and_performs() {
     assert_eq!(tasks[0]["KnownStatus"], "RUNNING");
     assert_eq!(tasks[0]["Containers"], task["Containers"]);
 
-    // The same request again: no second update. The build already runs, so
-    // the stage is refused as ECS names it (an agent that re-sends a stage
-    // whose ack was lost gets this, not a second update).
+    // The same request again: no second update. An agent that re-sends a
+    // stage and perform whose answers it lost gets the same answers (200,
+    // the finished update), and nothing changes.
     let before = fingerprint(&host);
     let again = request_update(&host, &location, &sha, Some("1.1.0"));
-    assert_eq!(again["stage"]["status"], 400, "{again}");
-    assert_eq!(
-        again["stage"]["body"]["__type"], "NoUpdateAvailableException",
-        "{again}"
-    );
-    assert_eq!(
-        again["perform"],
-        Value::Null,
-        "no perform after a refused stage"
-    );
+    assert_eq!(again["stage"]["status"], 200, "{again}");
+    assert_eq!(again["stage"]["body"]["state"], "UPDATED", "{again}");
+    assert_eq!(again["perform"]["status"], 200, "{again}");
+    assert_eq!(again["perform"]["body"]["state"], "UPDATED", "{again}");
     assert_eq!(fingerprint(&host), before);
     assert_eq!(agent_pid(&host), pid1);
     assert_eq!(
@@ -207,9 +201,15 @@ fn stage_is_idempotent_conflicts_and_wrong_performs_are_refused() {
     host.wait_agent("1.1.0");
     assert_eq!(slow.gets(), 1);
 
-    // Performing it again: nothing is staged any more.
+    // Performing it again (an agent that lost the answer): the same
+    // finished update, nothing done twice.
     let before = fingerprint(&host);
-    let (status, name, message) = perform(&host, &sha11).error();
+    let r = perform(&host, &sha11);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"UPDATED\""), "{}", r.text());
+    assert_eq!(fingerprint(&host), before);
+    // A perform of something never staged is refused.
+    let (status, name, message) = perform(&host, &"ab".repeat(32)).error();
     assert_eq!(
         (status, name.as_str()),
         (400, "InvalidParameterException"),

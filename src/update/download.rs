@@ -441,6 +441,12 @@ fn stream(
                         )));
                         break 'outer;
                     }
+                    // On a slow link a chunk takes long to fill: report
+                    // what has arrived so far.
+                    if last_report.elapsed() >= Duration::from_millis(200) {
+                        progress(done + filled as u64, t.size);
+                        last_report = Instant::now();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {

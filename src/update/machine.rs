@@ -381,7 +381,9 @@ impl Supervisor {
 
     /// The agent's stage call: download `location`, verify it against
     /// `signature` (a SHA-256), stop at STAGED. Repeating the same call is
-    /// idempotent; a different one while an update is in flight is refused.
+    /// idempotent, also once that update is UPDATED (an agent re-sending a
+    /// stage whose answer it lost gets the same answer); a different one
+    /// while an update is in flight is refused.
     pub(crate) fn begin_agent_stage(
         &mut self,
         location: String,
@@ -389,7 +391,8 @@ impl Supervisor {
         version: Option<String>,
     ) -> Reply {
         if let Some(r) = &self.update.record {
-            if r.in_flight() && r.origin == Origin::Agent && r.target.sha256 == signature {
+            let same = r.origin == Origin::Agent && r.target.sha256 == signature;
+            if same && (r.in_flight() || r.state == State::Updated) {
                 return Ok(self.update_status());
             }
         }
@@ -412,10 +415,11 @@ impl Supervisor {
 
     /// The agent's perform call: perform what it staged (same signature).
     pub(crate) fn agent_perform(&mut self, signature: String) -> Reply {
-        let staged =
-            self.update.record.as_ref().filter(|r| {
-                r.in_flight() && r.origin == Origin::Agent && r.target.sha256 == signature
-            });
+        let staged = self.update.record.as_ref().filter(|r| {
+            r.origin == Origin::Agent
+                && r.target.sha256 == signature
+                && (r.in_flight() || r.state == State::Updated)
+        });
         let Some(r) = staged else {
             let e = ApiError::ecs(
                 InvalidParameterException,
