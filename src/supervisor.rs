@@ -324,6 +324,12 @@ impl Supervisor {
         match agent::spawn(&self.paths, &self.cfg, &build, self.tx.clone()) {
             Ok(started) => {
                 log::info!("started agent {} (pid {})", build.version(), started.pid);
+                // So a next warden can stop this agent if we die first.
+                if let Err(e) =
+                    orphan::record(&self.paths.agent_record(), started.pid, build.version())
+                {
+                    log::warn!("{e}");
+                }
                 self.notifier
                     .status(&format!("agent {} running", build.version()));
                 self.agent = AgentState::Running {
