@@ -1,0 +1,194 @@
+//! The crash matrix: the warden SIGKILLs itself at each fail point of the
+//! update machine (`ECS_WARDEN_FAILPOINT`, built with `--features
+//! failpoints`), is started again without it, and must resume or undo what
+//! was in flight.
+//!
+//! For every point: at the crash the journal parses and names the step the
+//! point follows, and `current` points at a complete build; after the
+//! restart the update ends in UPDATED (or, for the rollback points, FAILED
+//! with a reason) within a timeout, the agent runs a complete build and
+//! answers with its version, exactly one agent process runs, the task kept
+//! its containers, and a further update to a newer build succeeds.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use common::server::{Fault, Server};
+use common::*;
+use serde_json::Value;
+
+const ART: &str = "/agents/1.1.0";
+
+/// `current` resolves to a directory with its marker and executable.
+fn assert_current_complete(host: &Host, point: &str) {
+    let agents = host.path("var/lib/ecs-warden/agents");
+    let cur = fs::read_link(agents.join("current"))
+        .unwrap_or_else(|e| panic!("{point}: agents/current is not a symlink: {e}"));
+    let dir = agents.join(cur);
+    assert!(
+        dir.join("artifact.json").is_file() && dir.join("ecs-agent").is_file(),
+        "{point}: current -> {} is not a complete build",
+        dir.display()
+    );
+}
+
+fn assert_task_kept(host: &Host, task: &Value, point: &str) {
+    wait_for(
+        &format!("{point}: task {} RUNNING", task["Arn"]),
+        Duration::from_secs(10),
+        || {
+            host.tasks()
+                .iter()
+                .find(|t| t["Arn"] == task["Arn"])
+                .filter(|t| t["KnownStatus"] == "RUNNING")
+                .map(|t| assert_eq!(t["Containers"], task["Containers"], "{point}"))
+        },
+    );
+}
+
+/// Kill the warden at `point` (with the step the journal must name then),
+/// restart it, check the host, update once more.
+fn crash_at(point: &str, journal_step: &str) {
+    let rollback = point.contains("rollback");
+    let srv = Server::start();
+    let mut host = Host::new();
+    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
+    host.start_with_env(&[("ECS_WARDEN_FAILPOINT", point)]);
+    host.wait_agent("1.0.0");
+    let task = host.start_task("web");
+    // The rollback points need a build that fails its gate.
+    let fault = rollback.then_some("crash");
+    let b110 = host.stamp("1.1.0", fault, &host.path("srv/1.1.0"));
+    let size = fs::metadata(&b110).unwrap().len();
+    srv.publish(&[("1.1.0", &b110)]);
+    if point == "mid-download" {
+        // Slow enough that a progress report lands past half way.
+        let slow = Fault::Dribble {
+            chunk: 128 * 1024,
+            pause: Duration::from_millis(20),
+        };
+        srv.script(ART, &[], slow);
+    }
+
+    // The CLI may get no answer (after-pending dies before replying).
+    let _ = host.run(&["update", "--no-wait"]);
+    let code = host.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, -1, "{point}: the warden was killed by a signal");
+    assert!(
+        host.log().contains(&format!("fail point {point}")),
+        "{point}: {}",
+        host.log()
+    );
+
+    // At the crash: a parsable journal at the announced step.
+    let j = host.journal().expect("state.json exists");
+    assert_eq!(j["step"], journal_step, "{point}: journal {j:#}");
+    assert_current_complete(&host, point);
+    let partial = host.path("var/lib/ecs-warden/agents/.1.1.0.partial");
+    if point == "mid-download" {
+        let have = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        assert!(have > 0 && have < size, "{point}: partial has {have} bytes");
+    }
+    let fetched = srv.seen_at(ART).len();
+
+    // Restart without the fail point: resumed or undone.
+    host.start();
+    let u = host.wait_update_end(Duration::from_secs(90));
+    if rollback {
+        assert_eq!(u["state"], "FAILED", "{point}: {u:#}");
+        assert!(
+            !u["error"]["reason"].as_str().unwrap_or("").is_empty(),
+            "{point}: FAILED with a reason: {u:#}"
+        );
+        assert!(u["quarantined"]["1.1.0"].is_object(), "{point}: {u:#}");
+        host.assert_intact("1.0.0");
+    } else {
+        assert_eq!(u["state"], "UPDATED", "{point}: {u:#}\n{}", host.log());
+        host.assert_intact("1.1.0");
+    }
+    assert!(host.log().contains("resuming the update"), "{point}");
+    assert_task_kept(&host, &task, point);
+    if point == "mid-download" {
+        let resumed = &srv.seen_at(ART)[fetched..];
+        let from = resumed
+            .first()
+            .and_then(|s| s.range.clone())
+            .unwrap_or_else(|| panic!("{point}: no Range after the restart: {resumed:?}"));
+        let k: u64 = from
+            .strip_prefix("bytes=")
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{point}: Range {from:?}"));
+        assert!(k > 0 && k < size, "{point}: resumed from {k}");
+    }
+
+    // And the host still updates.
+    let b120 = host.stamp("1.2.0", None, &host.path("srv/1.2.0"));
+    srv.publish(&[("1.2.0", &b120)]);
+    let ran = host.run(&["update", "--json"]);
+    assert_eq!(ran.code, 0, "{point}: {ran:?}\n{}", host.log());
+    host.assert_intact("1.2.0");
+    assert_task_kept(&host, &task, point);
+    check_history(&host, point);
+}
+
+/// Every history line parses and each update's lines are in order.
+fn check_history(host: &Host, point: &str) {
+    let text = fs::read_to_string(host.path("var/lib/ecs-warden/history.jsonl")).unwrap();
+    for l in text.lines() {
+        serde_json::from_str::<Value>(l)
+            .unwrap_or_else(|e| panic!("{point}: history line {l:?}: {e}"));
+    }
+    assert!(Path::new(&host.path("var/lib/ecs-warden/state.json")).is_file());
+}
+
+macro_rules! matrix {
+    ($($name:ident: $point:literal => $step:literal,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                crash_at($point, $step);
+            }
+        )*
+        /// Every fail point in `src/` has its test here.
+        #[test]
+        fn every_fail_point_is_covered() {
+            let covered = [$($point),*];
+            let mut found = Vec::new();
+            for file in ["src/update/machine.rs", "src/supervisor.rs"] {
+                let text = fs::read_to_string(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join(file),
+                ).unwrap();
+                for part in text.split('"').skip(1).step_by(2) {
+                    let is_point = part.starts_with("after-")
+                        || part.starts_with("during-")
+                        || part.starts_with("mid-");
+                    if is_point && !part.contains(' ') && !found.contains(&part.to_string()) {
+                        found.push(part.to_string());
+                    }
+                }
+            }
+            found.sort();
+            let mut covered: Vec<String> = covered.iter().map(|s| s.to_string()).collect();
+            covered.sort();
+            assert_eq!(found, covered, "fail points in src/ vs. this matrix");
+        }
+    };
+}
+
+matrix! {
+    after_pending: "after-pending" => "accepted",
+    mid_download: "mid-download" => "downloading",
+    after_staged: "after-staged" => "staged",
+    after_stop_old: "after-stop-old" => "stop-old",
+    after_snapshot: "after-snapshot" => "snapshot",
+    after_switch: "after-switch" => "switch",
+    after_start_new: "after-start-new" => "start-new",
+    during_gate: "during-gate" => "health-gate",
+    during_rollback: "during-rollback" => "rollback-switch",
+    after_rollback_start: "after-rollback-start" => "rollback-start",
+    during_rollback_gate: "during-rollback-gate" => "rollback-gate",
+}
