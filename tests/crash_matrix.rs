@@ -55,19 +55,20 @@ fn crash_at(point: &str, journal_step: &str) {
     let rollback = point.contains("rollback");
     let srv = Server::start();
     let mut host = Host::new();
+    host.small_bundled();
     host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
     host.start_with_env(&[("ECS_WARDEN_FAILPOINT", point)]);
     host.wait_agent("1.0.0");
     let task = host.start_task("web");
     // The rollback points need a build that fails its gate.
     let fault = rollback.then_some("crash");
-    let b110 = host.stamp("1.1.0", fault, &host.path("srv/1.1.0"));
+    let b110 = host.stamp_small("1.1.0", fault, &host.path("srv/1.1.0"));
     let size = fs::metadata(&b110).unwrap().len();
     srv.publish(&[("1.1.0", &b110)]);
     if point == "mid-download" {
         // Slow enough that a progress report lands past half way.
         let slow = Fault::Dribble {
-            chunk: 128 * 1024,
+            chunk: 32 * 1024,
             pause: Duration::from_millis(20),
         };
         srv.script(ART, &[], slow);
@@ -126,7 +127,7 @@ fn crash_at(point: &str, journal_step: &str) {
     }
 
     // And the host still updates.
-    let b120 = host.stamp("1.2.0", None, &host.path("srv/1.2.0"));
+    let b120 = host.stamp_small("1.2.0", None, &host.path("srv/1.2.0"));
     srv.publish(&[("1.2.0", &b120)]);
     let ran = host.run(&["update", "--json"]);
     assert_eq!(ran.code, 0, "{point}: {ran:?}\n{}", host.log());

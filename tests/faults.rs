@@ -35,6 +35,7 @@ const FAILED: i32 = 15;
 /// limits, plus `extra` config lines.
 fn host_for(srv: &Server, extra: &[(&str, &str)]) -> Host {
     let mut host = Host::new();
+    host.small_bundled();
     host.write_config(&[
         ("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json")),
         ("ECS_WARDEN_DOWNLOAD_ATTEMPTS", "3"),
@@ -49,11 +50,16 @@ fn host_for(srv: &Server, extra: &[(&str, &str)]) -> Host {
 
 /// Stamp a build into the host's `srv/`.
 fn build(host: &Host, version: &str, fault: Option<&str>) -> PathBuf {
-    host.stamp(
+    host.stamp_small(
         version,
         fault,
         &host.path(&format!("srv/{version}-{}", fault.unwrap_or("ok"))),
     )
+}
+
+/// Size of a stamped build.
+fn build_size() -> u64 {
+    fs::metadata(small_sample()).unwrap().len()
 }
 
 /// Publish a good 1.1.0 whose download follows `script`, then `then`.
@@ -157,7 +163,7 @@ fn http_500_forever_gives_up() {
 fn truncated_body_resumes_with_range() {
     let srv = Server::start();
     let host = host_for(&srv, &[]);
-    let k = 5_000_000;
+    let k = build_size() / 3;
     publish_110(&host, &srv, &[Fault::Truncate(k)], Fault::Serve);
     let ran = update(&host);
     assert_eq!(ran.code, 0, "{ran:?}\n{}", host.log());
@@ -173,7 +179,7 @@ fn truncated_body_resumes_with_range() {
 fn truncated_body_with_a_server_that_ignores_ranges_starts_over() {
     let srv = Server::start();
     let host = host_for(&srv, &[]);
-    let k = 3_000_000;
+    let k = build_size() / 2;
     publish_110(&host, &srv, &[Fault::Truncate(k)], Fault::IgnoreRange);
     let ran = update(&host);
     assert_eq!(ran.code, 0, "{ran:?}\n{}", host.log());
@@ -261,7 +267,7 @@ fn lying_content_length_fails_fast() {
 fn stall_mid_body_is_retried_from_where_it_stopped() {
     let srv = Server::start();
     let host = host_for(&srv, &[("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT", "500ms")]);
-    let k = 4_000_000;
+    let k = build_size() / 2;
     publish_110(&host, &srv, &[Fault::Stall(k)], Fault::Serve);
     let t = Instant::now();
     let ran = update(&host);
@@ -276,12 +282,14 @@ fn stall_mid_body_is_retried_from_where_it_stopped() {
 fn stall_forever_gives_up() {
     let srv = Server::start();
     let host = host_for(&srv, &[("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT", "300ms")]);
-    publish_110(&host, &srv, &[], Fault::Stall(1_000_000));
+    let k = build_size() / 4;
+    publish_110(&host, &srv, &[], Fault::Stall(k));
     let ran = update(&host);
     assert_failed(&host, &ran, "download", "no data for 300ms");
     let r = ranges(&srv);
     assert_eq!(r.len(), 3, "{r:?}");
-    assert_eq!(r[1].as_deref(), Some("bytes=1000000-"));
+    assert_eq!(r[1], Some(format!("bytes={k}-")));
+    assert_eq!(r[2], Some(format!("bytes={}-", 2 * k)));
 }
 
 #[test]
@@ -316,7 +324,7 @@ fn throughput_below_the_minimum_is_a_stall() {
 fn connection_reset_is_retried_with_range() {
     let srv = Server::start();
     let host = host_for(&srv, &[]);
-    let k = 2_000_000;
+    let k = build_size() / 3;
     publish_110(&host, &srv, &[Fault::Reset(k)], Fault::Serve);
     let ran = update(&host);
     assert_eq!(ran.code, 0, "{ran:?}\n{}", host.log());
@@ -363,6 +371,7 @@ impl Drop for Tmpfs {
 /// A host whose store is a tmpfs with `room` bytes beside the bundled agent.
 fn host_on_tmpfs(srv: &Server, room: u64, test: &str) -> Option<(Host, Tmpfs)> {
     let mut host = Host::new();
+    host.small_bundled();
     let bundled = fs::metadata(host.path("var/cache/ecs/ecs-agent"))
         .unwrap()
         .len();
@@ -396,19 +405,20 @@ fn full_disk_is_refused_by_the_free_space_check() {
 #[test]
 fn disk_filling_up_during_the_download_fails_cleanly() {
     let srv = Server::start();
-    let Some((host, _mnt)) = host_on_tmpfs(&srv, 60 << 20, "disk_fills") else {
+    // Room for the download and the warden's head room (16 MiB).
+    let Some((host, _mnt)) = host_on_tmpfs(&srv, 24 << 20, "disk_fills") else {
         return;
     };
     let dribble = Fault::Dribble {
-        chunk: 64 * 1024,
-        pause: Duration::from_millis(10),
+        chunk: 16 * 1024,
+        pause: Duration::from_millis(20),
     };
     publish_110(&host, &srv, &[], dribble);
     let started = host.run(&["update", "--no-wait"]);
     assert_eq!(started.code, 0, "{started:?}");
     let partial = host.path("var/lib/ecs-warden/agents/.1.1.0.partial");
     wait_for("the download to start", Duration::from_secs(20), || {
-        (fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) > 1 << 20).then_some(())
+        (fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) > 256 << 10).then_some(())
     });
     // Eat every free byte.
     let filler = host.path("var/lib/ecs-warden/agents/filler");

@@ -20,6 +20,7 @@ const LIFECYCLE: [&str; 5] = ["PENDING", "STAGING", "STAGED", "UPDATING", "UPDAT
 
 fn host_for(srv: &Server, runtime: &str, extra: &[(&str, &str)]) -> Host {
     let mut host = Host::with_runtime(runtime);
+    host.small_bundled();
     host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
     host.write_config(extra);
     host.start();
@@ -28,7 +29,7 @@ fn host_for(srv: &Server, runtime: &str, extra: &[(&str, &str)]) -> Host {
 }
 
 fn build(host: &Host, version: &str) -> PathBuf {
-    host.stamp(version, None, &host.path(&format!("srv/{version}")))
+    host.stamp_small(version, None, &host.path(&format!("srv/{version}")))
 }
 
 /// `update --json` (or another verb) succeeded; its final document.
@@ -171,9 +172,9 @@ fn no_wait_returns_at_once_and_status_shows_progress() {
     let srv = Server::start();
     let host = host_for(&srv, "process", &[]);
     srv.publish(&[("1.1.0", &build(&host, "1.1.0"))]);
-    // About 4 MB/s: a few seconds for the build.
+    // About 1 MB/s: a few seconds for the build.
     let slow = Fault::Dribble {
-        chunk: 64 * 1024,
+        chunk: 16 * 1024,
         pause: Duration::from_millis(16),
     };
     srv.script("/agents/1.1.0", &[], slow);

@@ -404,6 +404,31 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 // ----- update helpers (tests/update.rs, faults.rs, crash_matrix.rs) -----
 
+/// The sample agent without its debug info (2-3 MB instead of ~18): the
+/// builds the update tests download, hash and install. Made once per test
+/// process with `strip`; the full binary where that fails.
+pub fn small_sample() -> &'static Path {
+    static SMALL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SMALL.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let tmp = dir.join(format!("sample-agent.{}.stripped", std::process::id()));
+        let out = dir.join("sample-agent.stripped");
+        let ok = Command::new("strip")
+            .arg("-o")
+            .arg(&tmp)
+            .arg(SAMPLE)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok && fs::rename(&tmp, &out).is_ok() {
+            out
+        } else {
+            let _ = fs::remove_file(&tmp);
+            PathBuf::from(SAMPLE)
+        }
+    })
+}
+
 /// What a CLI verb did.
 #[derive(Debug)]
 pub struct Ran {
@@ -420,6 +445,23 @@ impl Ran {
 }
 
 impl Host {
+    /// Like `stamp`, from `small_sample()`.
+    pub fn stamp_small(&self, version: &str, fault: Option<&str>, out: &Path) -> PathBuf {
+        let mut cmd = Command::new(small_sample());
+        cmd.args(["stamp", version]).arg(out);
+        if let Some(f) = fault {
+            cmd.args(["--fault", f]);
+        }
+        let st = cmd.status().unwrap();
+        assert!(st.success(), "stamp {version}");
+        out.to_path_buf()
+    }
+
+    /// Replace the bundled 1.0.0 by a small one (before `start`).
+    pub fn small_bundled(&self) {
+        self.stamp_small("1.0.0", None, &self.path("var/cache/ecs/ecs-agent"));
+    }
+
     /// Run a CLI verb; panic (with the warden's log) if it takes over 60 s.
     pub fn run(&self, args: &[&str]) -> Ran {
         let child = self
