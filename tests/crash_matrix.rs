@@ -52,6 +52,12 @@ fn assert_task_kept(host: &Host, task: &Value, point: &str) {
 /// Kill the warden at `point` (with the step the journal must name then),
 /// restart it, check the host, update once more.
 fn crash_at(point: &str, journal_step: &str) {
+    crash_case(point, journal_step, None);
+}
+
+/// `crash_at`, with the artifact served as `after_restart` once the
+/// warden is started again.
+fn crash_case(point: &str, journal_step: &str, after_restart: Option<Fault>) {
     let rollback = point.contains("rollback");
     let srv = Server::start();
     let mut host = Host::new();
@@ -96,6 +102,10 @@ fn crash_at(point: &str, journal_step: &str) {
     let fetched = srv.seen_at(ART).len();
 
     // Restart without the fail point: resumed or undone.
+    let fresh = after_restart == Some(Fault::IgnoreRange);
+    if let Some(f) = after_restart {
+        srv.script(ART, &[], f);
+    }
     host.start();
     let u = host.wait_update_end(Duration::from_secs(90));
     if rollback {
@@ -124,6 +134,11 @@ fn crash_at(point: &str, journal_step: &str) {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{point}: Range {from:?}"));
         assert!(k > 0 && k < size, "{point}: resumed from {k}");
+        assert_eq!(
+            host.log().contains("ignored the range request"),
+            fresh,
+            "{point}: a fresh download exactly when ranges are ignored"
+        );
     }
 
     // And the host still updates.
@@ -136,6 +151,107 @@ fn crash_at(point: &str, journal_step: &str) {
     check_history(&host, point);
 }
 
+/// Kill the warden at `point` during an operator's `ecs-warden rollback`
+/// (after a good update to 1.1.0), restart it: the rollback completes.
+fn rollback_crash_at(point: &str, journal_step: &str) {
+    let srv = Server::start();
+    let mut host = Host::new();
+    host.small_bundled();
+    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
+    host.start_with_env(&[("ECS_WARDEN_FAILPOINT", point)]);
+    host.wait_agent("1.0.0");
+    let task = host.start_task("web");
+    let b110 = host.stamp_small("1.1.0", None, &host.path("srv/1.1.0"));
+    srv.publish(&[("1.1.0", &b110)]);
+    let ran = host.run(&["update", "--json"]);
+    assert_eq!(ran.code, 0, "{point}: {ran:?}\n{}", host.log());
+    host.assert_intact("1.1.0");
+    fs::write(host.path("var/lib/ecs/data/written-by-1.1.0"), "x").unwrap();
+
+    let _ = host.run(&["rollback", "--no-wait"]);
+    assert_eq!(host.wait_exit(Duration::from_secs(60)), -1, "{point}");
+    let j = host.journal().expect("state.json exists");
+    assert_eq!(j["step"], journal_step, "{point}: journal {j:#}");
+    assert_eq!(j["origin"], "rollback");
+    assert_current_complete(&host, point);
+
+    host.start();
+    let u = host.wait_update_end(Duration::from_secs(60));
+    assert_eq!(u["state"], "UPDATED", "{point}: {u:#}\n{}", host.log());
+    assert_eq!(u["origin"], "rollback");
+    host.assert_intact("1.0.0");
+    assert!(
+        !host.path("var/lib/ecs/data/written-by-1.1.0").exists(),
+        "{point}: the data snapshot was restored"
+    );
+    let prev = fs::read_link(host.path("var/lib/ecs-warden/agents/previous")).unwrap();
+    assert_eq!(
+        prev,
+        Path::new("1.1.0"),
+        "{point}: previous is the build left"
+    );
+    assert_task_kept(&host, &task, point);
+
+    let b120 = host.stamp_small("1.2.0", None, &host.path("srv/1.2.0"));
+    srv.publish(&[("1.2.0", &b120)]);
+    let ran = host.run(&["update", "--json"]);
+    assert_eq!(ran.code, 0, "{point}: {ran:?}\n{}", host.log());
+    host.assert_intact("1.2.0");
+    assert_task_kept(&host, &task, point);
+}
+
+#[test]
+fn operator_rollback_during_rollback() {
+    rollback_crash_at("during-rollback", "rollback-switch");
+}
+
+#[test]
+fn operator_rollback_after_rollback_start() {
+    rollback_crash_at("after-rollback-start", "rollback-start");
+}
+
+#[test]
+fn operator_rollback_during_rollback_gate() {
+    rollback_crash_at("during-rollback-gate", "rollback-gate");
+}
+
+/// The warden dies three times while the new build is being checked: the
+/// next start gives up on it and rolls back.
+#[test]
+fn repeated_crashes_during_the_gate_roll_back() {
+    let srv = Server::start();
+    let mut host = Host::new();
+    host.small_bundled();
+    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
+    let armed = [("ECS_WARDEN_FAILPOINT", "during-gate")];
+    host.start_with_env(&armed);
+    host.wait_agent("1.0.0");
+    let task = host.start_task("web");
+    let b110 = host.stamp_small("1.1.0", None, &host.path("srv/1.1.0"));
+    srv.publish(&[("1.1.0", &b110)]);
+    let _ = host.run(&["update", "--no-wait"]);
+    for attempt in 1..=3 {
+        assert_eq!(
+            host.wait_exit(Duration::from_secs(60)),
+            -1,
+            "kill {attempt}"
+        );
+        let j = host.journal().unwrap();
+        assert_eq!(j["step"], "health-gate");
+        assert_eq!(j["attempts"], attempt, "{j:#}");
+        if attempt < 3 {
+            host.start_with_env(&armed);
+        }
+    }
+    host.start();
+    let u = host.wait_update_end(Duration::from_secs(60));
+    assert_eq!(u["state"], "FAILED", "{u:#}");
+    assert_eq!(u["error"]["reason"], "interrupted", "{u:#}");
+    assert!(u["quarantined"]["1.1.0"].is_object());
+    host.assert_intact("1.0.0");
+    assert_task_kept(&host, &task, "repeated");
+}
+
 /// Every history line parses and each update's lines are in order.
 fn check_history(host: &Host, point: &str) {
     let text = fs::read_to_string(host.path("var/lib/ecs-warden/history.jsonl")).unwrap();
@@ -144,6 +260,13 @@ fn check_history(host: &Host, point: &str) {
             .unwrap_or_else(|e| panic!("{point}: history line {l:?}: {e}"));
     }
     assert!(Path::new(&host.path("var/lib/ecs-warden/state.json")).is_file());
+}
+
+/// A restart mid-download against a server that ignores ranges: the
+/// warden starts over instead of appending to its partial file.
+#[test]
+fn mid_download_then_a_server_that_ignores_ranges() {
+    crash_case("mid-download", "downloading", Some(Fault::IgnoreRange));
 }
 
 macro_rules! matrix {

@@ -333,6 +333,29 @@ fn connection_reset_is_retried_with_range() {
     host.assert_intact("1.1.0");
 }
 
+#[test]
+fn connection_refused_is_retried_with_backoff() {
+    let srv = Server::start();
+    let host = host_for(&srv, &[]);
+    let b = build(&host, "1.1.0", None);
+    let bytes = fs::read(&b).unwrap();
+    // A loopback port nothing listens on.
+    let dead = format!("http://127.0.0.1:{}/agents/1.1.0", free_port());
+    let e = server::entry("1.1.0", &bytes, &dead);
+    srv.manifest(&json!({"schemaVersion": 1, "agents": [e]}));
+    let ran = update(&host);
+    assert_failed(&host, &ran, "download", "gave up after 3 attempts");
+    let log = host.log();
+    let a = log.find("(attempt 1 of 3)").expect("first retry logged");
+    let b = log.find("(attempt 2 of 3)").expect("second retry logged");
+    assert!(a < b);
+    assert!(log[a..b].contains("retrying in 50ms"), "{log}");
+    assert!(
+        log[b..].contains("retrying in 100ms"),
+        "the delay doubles: {log}"
+    );
+}
+
 // ----- the disk -------------------------------------------------------------
 
 /// A tmpfs mounted over a directory, lazily unmounted on drop.
@@ -541,6 +564,23 @@ fn bad_manifests_are_refused_with_invalid_parameter() {
         assert_refused(&host, &ran, INVALID, "InvalidParameterException", needle);
         assert!(host.journal().is_none(), "{what}: no update was recorded");
     }
+    // A source that is not allowed.
+    let ran = host.run(&["update", "--source", "http://example.com/manifest.json"]);
+    assert_refused(
+        &host,
+        &ran,
+        INVALID,
+        "InvalidParameterException",
+        "plain http",
+    );
+    let ran = host.run(&["update", "--source", "ftp://127.0.0.1/manifest.json"]);
+    assert_refused(
+        &host,
+        &ran,
+        INVALID,
+        "InvalidParameterException",
+        "expected an https://",
+    );
     // A manifest that is not there at all.
     srv.route("/manifest.json", vec![], &[], Fault::Status(404));
     let ran = update(&host);
@@ -609,6 +649,56 @@ fn new_build_that_never_registers_is_rolled_back() {
     let (_host, _srv, u) = bad_build("unhealthy", &[("ECS_WARDEN_HEALTH_TIMEOUT", "2s")], false);
     let msg = u["error"]["message"].as_str().unwrap();
     assert!(msg.contains("ContainerInstanceArn"), "{msg}");
+}
+
+#[test]
+fn failed_gate_restores_the_data_snapshot() {
+    let srv = Server::start();
+    let host = host_for(&srv, &[("ECS_WARDEN_HEALTH_TIMEOUT", "2s")]);
+    let data = host.path("var/lib/ecs/data");
+    fs::write(data.join("kept-by-1.0.0"), "v1").unwrap();
+    let b = build(&host, "1.1.0", Some("unhealthy"));
+    srv.publish(&[("1.1.0", &b)]);
+    assert_eq!(host.run(&["update", "--no-wait"]).code, 0);
+    wait_for("the health gate", Duration::from_secs(30), || {
+        (host.journal()?["step"] == "health-gate").then_some(())
+    });
+    // What the new build does to the data while it is tried.
+    fs::write(data.join("kept-by-1.0.0"), "migrated").unwrap();
+    fs::write(data.join("written-by-1.1.0"), "new").unwrap();
+    let u = host.wait_update_end(Duration::from_secs(30));
+    assert_eq!(u["state"], "FAILED", "{u:#}");
+    assert_eq!(u["error"]["reason"], "health-gate");
+    assert_eq!(
+        fs::read_to_string(data.join("kept-by-1.0.0")).unwrap(),
+        "v1"
+    );
+    assert!(!data.join("written-by-1.1.0").exists());
+    assert!(
+        data.join("sample-agent.json").is_file(),
+        "the agent's own state"
+    );
+    host.assert_intact("1.0.0");
+}
+
+#[test]
+fn new_build_that_turns_unhealthy_within_the_stable_period_is_rolled_back() {
+    let srv = Server::start();
+    let host = host_for(&srv, &[("ECS_WARDEN_HEALTH_STABLE", "3s")]);
+    srv.publish(&[("1.1.0", &build(&host, "1.1.0", None))]);
+    assert_eq!(host.run(&["update", "--no-wait"]).code, 0);
+    wait_for("1.1.0 in its health gate", Duration::from_secs(30), || {
+        let j = host.journal()?;
+        (j["step"] == "health-gate" && host.agent_version()? == "1.1.0").then_some(())
+    });
+    host.post("/sample/unhealthy")
+        .expect("the new agent answers");
+    let u = host.wait_update_end(Duration::from_secs(30));
+    assert_eq!(u["state"], "FAILED", "{u:#}");
+    assert_eq!(u["error"]["reason"], "health-gate");
+    let msg = u["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("healthy at first, but not after 3s"), "{msg}");
+    host.assert_intact("1.0.0");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::server::{Fault, Server};
+use common::server::{self, Fault, Server};
 use common::*;
 use serde_json::Value;
 
@@ -154,6 +154,14 @@ fn stage_stops_at_staged_then_update_performs_it() {
     let cur = fs::read_link(host.path("var/lib/ecs-warden/agents/current")).unwrap();
     assert_eq!(cur, PathBuf::from("1.0.0"));
 
+    // The staged update survives a restart of the warden.
+    let mut host = host;
+    assert_eq!(host.run(&["stop"]).code, 0);
+    assert_eq!(host.wait_exit(Duration::from_secs(20)), 0);
+    host.start();
+    host.wait_agent("1.0.0");
+    assert_eq!(host.update_doc()["state"], "STAGED");
+
     let fetched = srv.seen_at("/agents/1.1.0").len();
     let u = ok(&host, &["update", "--json"]);
     assert_eq!(u["id"], staged["id"], "the staged update was performed");
@@ -260,6 +268,81 @@ fn housekeeping_keeps_current_previous_and_staged() {
         store_names(&host),
         ["1.2.0", "1.3.0", "1.4.0", "current", "previous"]
     );
+}
+
+#[test]
+fn rollback_restores_the_data_snapshot_unless_keep_data() {
+    let srv = Server::start();
+    let host = host_for(&srv, "process", &[]);
+    let task = host.start_task("web");
+    let data = host.path("var/lib/ecs/data");
+    srv.publish(&[("1.1.0", &build(&host, "1.1.0"))]);
+    ok(&host, &["update", "--json"]);
+    fs::write(data.join("written-by-1.1.0"), "x").unwrap();
+
+    let u = ok(&host, &["rollback", "--json"]);
+    assert_eq!(u["target"], "1.0.0");
+    assert_eq!(
+        host.states_of(u["id"].as_str().unwrap()),
+        ["PENDING", "UPDATING", "UPDATED"]
+    );
+    host.assert_intact("1.0.0");
+    assert!(
+        !data.join("written-by-1.1.0").exists(),
+        "the snapshot was restored"
+    );
+    assert_task_kept(&host, &task);
+
+    // 1.1.0 is quarantined by the rollback: forced back, then rolled back
+    // again keeping the data.
+    let ran = host.run(&["update"]);
+    assert_eq!(ran.code, 10, "{ran:?}");
+    ok(&host, &["update", "--force", "--json"]);
+    host.assert_intact("1.1.0");
+    fs::write(data.join("written-by-1.1.0"), "y").unwrap();
+    ok(&host, &["rollback", "--keep-data", "--json"]);
+    host.assert_intact("1.0.0");
+    assert_eq!(
+        fs::read_to_string(data.join("written-by-1.1.0")).unwrap(),
+        "y"
+    );
+    assert_task_kept(&host, &task);
+}
+
+#[test]
+fn file_manifest_source() {
+    let mut host = Host::new();
+    host.small_bundled();
+    host.start();
+    host.wait_agent("1.0.0");
+    let b = build(&host, "1.1.0");
+    let src = host.file_manifest(&[("1.1.0", &b)]);
+    assert!(src.starts_with("file:///"));
+    let u = ok(&host, &["update", "--source", &src, "--json"]);
+    assert_eq!(u["source"], src);
+    assert_eq!(u["targetUrl"], format!("file://{}", b.display()));
+    host.assert_intact("1.1.0");
+}
+
+#[test]
+fn highest_version_for_this_arch_is_chosen() {
+    let srv = Server::start();
+    let host = host_for(&srv, "process", &[]);
+    let (b12, b110) = (build(&host, "1.2.0"), build(&host, "1.10.0"));
+    let bytes = |p: &PathBuf| fs::read(p).unwrap();
+    srv.file("/agents/1.2.0", bytes(&b12));
+    srv.file("/agents/1.10.0", bytes(&b110));
+    let mut other = server::entry("9.0.0", &bytes(&b12), "agents/9.0.0");
+    other["arch"] = serde_json::json!("s390x-elsewhere");
+    srv.manifest(&serde_json::json!({"schemaVersion": 1, "agents": [
+        server::entry("1.2.0", &bytes(&b12), "agents/1.2.0"),
+        other,
+        server::entry("1.10.0", &bytes(&b110), "agents/1.10.0"),
+    ]}));
+    let u = ok(&host, &["stage", "--json"]);
+    assert_eq!(u["target"], "1.10.0", "semver order, this arch only");
+    assert_eq!(srv.seen_at("/agents/1.10.0").len(), 1);
+    assert!(srv.seen_at("/agents/1.2.0").is_empty() && srv.seen_at("/agents/9.0.0").is_empty());
 }
 
 #[test]
