@@ -252,6 +252,43 @@ fn repeated_crashes_during_the_gate_roll_back() {
     assert_task_kept(&host, &task, "repeated");
 }
 
+/// A graceful stop in the middle of a download leaves the update in the
+/// journal; the next start resumes it.
+#[test]
+fn stop_mid_download_resumes_on_the_next_start() {
+    let srv = Server::start();
+    let mut host = Host::new();
+    host.small_bundled();
+    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
+    host.start();
+    host.wait_agent("1.0.0");
+    let b110 = host.stamp_small("1.1.0", None, &host.path("srv/1.1.0"));
+    srv.publish(&[("1.1.0", &b110)]);
+    let slow = Fault::Dribble {
+        chunk: 16 * 1024,
+        pause: Duration::from_millis(20),
+    };
+    srv.script(ART, &[], slow);
+    assert_eq!(host.run(&["update", "--no-wait"]).code, 0);
+    let partial = host.path("var/lib/ecs-warden/agents/.1.1.0.partial");
+    wait_for("the download to start", Duration::from_secs(20), || {
+        (fs::metadata(&partial).ok()?.len() > 64 * 1024).then_some(())
+    });
+    assert_eq!(host.run(&["stop"]).code, 0);
+    assert_eq!(host.wait_exit(Duration::from_secs(20)), 0);
+    assert_eq!(host.journal().unwrap()["state"], "STAGING");
+    assert!(
+        host.agent_processes().is_empty(),
+        "the agent stopped with the warden"
+    );
+    host.start();
+    let u = host.wait_update_end(Duration::from_secs(60));
+    assert_eq!(u["state"], "UPDATED", "{u:#}");
+    host.assert_intact("1.1.0");
+    let last = srv.seen_at(ART).pop().unwrap();
+    assert!(last.range.is_some_and(|r| r != "bytes=0-"), "resumed");
+}
+
 /// Every history line parses and each update's lines are in order.
 fn check_history(host: &Host, point: &str) {
     let text = fs::read_to_string(host.path("var/lib/ecs-warden/history.jsonl")).unwrap();

@@ -399,6 +399,22 @@ fn exit_42_performs_the_build_the_agent_staged() {
     assert!(srv.seen().is_empty(), "no server was asked");
 }
 
+#[test]
+fn exit_42_with_a_build_that_crashes_is_rolled_back() {
+    let srv = Server::start();
+    let host = host_for(&srv, "process", &[]);
+    let b = host.stamp_small("1.1.0", Some("crash"), &host.path("srv/1.1.0-crash"));
+    host.post(&format!("/sample/stage-local?file={}", b.display()))
+        .expect("stage-local answers");
+    let u = host.wait_update_end(Duration::from_secs(60));
+    assert_eq!(u["state"], "FAILED", "{u:#}");
+    assert_eq!(u["origin"], "exit42");
+    assert_eq!(u["error"]["reason"], "crash");
+    assert!(u["quarantined"]["1.1.0"].is_object());
+    host.assert_intact("1.0.0");
+    assert!(!host.path("var/cache/ecs/desired-image").exists());
+}
+
 /// Make the agent exit 42 with `trigger`; the warden must log `said`,
 /// consume what was staged, and restart the old agent without an update.
 fn bad_exit_42(host: &Host, what: &str, trigger: impl Fn(), said: &str) {

@@ -34,6 +34,9 @@ pub enum Fault {
     Status(u16),
     /// Declare the full length, send only the first K bytes, close.
     Truncate(u64),
+    /// Send K bytes without a `Content-Length`, then close: a body that
+    /// looks complete to HTTP but is short of the manifest's size.
+    CloseAfter(u64),
     /// Declare this `Content-Length`, send the whole body.
     LieLength(u64),
     /// Send the whole body plus N extra bytes without a `Content-Length`
@@ -332,7 +335,7 @@ fn answer(
     ));
     let len = slice.len() as u64;
     match fault {
-        Fault::Overflow(_) => {}
+        Fault::Overflow(_) | Fault::CloseAfter(_) => {}
         Fault::OverflowDeclared(extra) => {
             head.push_str(&format!("Content-Length: {}\r\n", len + extra))
         }
@@ -345,7 +348,7 @@ fn answer(
     match fault {
         Fault::Serve | Fault::IgnoreRange | Fault::LieLength(_) => conn.write_all(slice)?,
         Fault::Status(_) => unreachable!(),
-        Fault::Truncate(k) => {
+        Fault::Truncate(k) | Fault::CloseAfter(k) => {
             conn.write_all(cut(*k))?;
             conn.flush()?;
             let _ = conn.shutdown(Shutdown::Write);
