@@ -350,6 +350,18 @@ impl Supervisor {
                 }
                 return;
             }
+            // The install would refuse it after the whole download.
+            return self.fail(failure(
+                ClientException,
+                "conflict",
+                format!(
+                    "build {} is already installed at {} with a different sha256 ({}, the manifest says {}); publish the change as a new version, or remove that directory first",
+                    target.version,
+                    self.paths.display_rel(&b.dir),
+                    b.artifact.sha256,
+                    target.sha256
+                ),
+            ));
         }
         if !self.advance(State::Staging, Step::Downloading) {
             return self.fail(failure(
