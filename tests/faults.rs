@@ -820,6 +820,29 @@ fn newer_version_is_not_held_back_by_a_quarantined_one() {
 }
 
 #[test]
+fn other_bytes_under_an_installed_version_fail_before_the_download() {
+    let srv = Server::start();
+    let host = host_for(&srv, &[]);
+    srv.publish(&[("1.1.0", &build(&host, "1.1.0", None))]);
+    assert_eq!(update(&host).code, 0);
+    // Rolled back: 1.1.0 stays in the store as `previous`.
+    assert_eq!(host.run(&["rollback"]).code, 0);
+    host.assert_intact("1.0.0");
+    srv.publish(&[("1.1.0", &build(&host, "1.1.0", Some("drop-tasks")))]);
+    let fetched = srv.seen_at(ART).len();
+    let ran = host.run(&["update", "--force", "--json"]);
+    let u = assert_failed(&host, &ran, "conflict", "already installed");
+    assert_eq!(u["error"]["name"], "ClientException");
+    assert_eq!(srv.seen_at(ART).len(), fetched, "nothing was downloaded");
+    let prev = host.path("var/lib/ecs-warden/agents/previous/ecs-agent");
+    assert_eq!(
+        sha256_fast(&fs::read(prev).unwrap()),
+        sha256_fast(&fs::read(host.path("srv/1.1.0-ok")).unwrap()),
+        "the installed build is untouched"
+    );
+}
+
+#[test]
 fn updates_disabled_refuses_every_verb() {
     let srv = Server::start();
     let host = host_for(&srv, &[("ECS_UPDATES_ENABLED", "false")]);
