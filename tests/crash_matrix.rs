@@ -314,26 +314,32 @@ macro_rules! matrix {
                 crash_at($point, $step);
             }
         )*
-        /// Every fail point in `src/` has its test here.
+        /// Every fail point in `src/` (string literals named
+        /// `after-*`, `during-*`, `mid-*`) has its test here.
         #[test]
         fn every_fail_point_is_covered() {
-            let covered = [$($point),*];
-            let mut found = Vec::new();
-            for file in ["src/update/machine.rs", "src/supervisor.rs"] {
-                let text = fs::read_to_string(
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join(file),
-                ).unwrap();
-                for part in text.split('"').skip(1).step_by(2) {
-                    let is_point = part.starts_with("after-")
-                        || part.starts_with("during-")
-                        || part.starts_with("mid-");
-                    if is_point && !part.contains(' ') && !found.contains(&part.to_string()) {
-                        found.push(part.to_string());
+            fn walk(dir: &Path, found: &mut Vec<String>) {
+                for e in fs::read_dir(dir).unwrap().flatten() {
+                    let p = e.path();
+                    if p.is_dir() && !p.ends_with("bin") {
+                        walk(&p, found);
+                    } else if p.extension().is_some_and(|x| x == "rs") {
+                        let text = fs::read_to_string(&p).unwrap();
+                        for lit in text.split('"').filter(|l| {
+                            ["after-", "during-", "mid-"].iter().any(|pre| l.starts_with(pre))
+                                && l.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+                        }) {
+                            if !found.iter().any(|f| f == lit) {
+                                found.push(lit.to_string());
+                            }
+                        }
                     }
                 }
             }
+            let mut found = Vec::new();
+            walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
             found.sort();
-            let mut covered: Vec<String> = covered.iter().map(|s| s.to_string()).collect();
+            let mut covered: Vec<String> = [$($point),*].iter().map(|s| s.to_string()).collect();
             covered.sort();
             assert_eq!(found, covered, "fail points in src/ vs. this matrix");
         }
