@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
@@ -66,6 +66,10 @@ pub fn spawn(paths: &Paths, cfg: &Config, build: &Build, tx: Sender<Event>) -> R
         .try_clone()
         .map_err(Error::io("duplicate output pipe for", &exe))?;
     let mut cmd = Command::new(&exe);
+    // systemd's notification variables are the warden's, not the agent's.
+    for k in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        cmd.env_remove(k);
+    }
     cmd.envs(environment(paths, cfg))
         .current_dir(&build.dir)
         .stdin(Stdio::null())
@@ -87,15 +91,17 @@ pub fn spawn(paths: &Paths, cfg: &Config, build: &Build, tx: Sender<Event>) -> R
     Ok(Started { pid, output_fd })
 }
 
-/// Resume forwarding from an inherited pipe descriptor (after `reexec`).
-///
-/// # Safety contract
-/// `fd` must be an open descriptor this process owns and nothing else uses.
-pub fn adopt_output(pid: i32, fd: RawFd, tx: Sender<Event>) {
-    // SAFETY: the caller passes the pipe's read end inherited across execve,
-    // which nothing else in this process has wrapped.
-    let file = unsafe { File::from_raw_fd(fd) };
-    forward(pid, file, tx);
+/// Resume forwarding from the pipe's read end inherited across `reexec`.
+/// Returns false when the descriptor is not open.
+pub fn adopt_output(pid: i32, fd: RawFd, tx: Sender<Event>) -> bool {
+    match crate::sys::adopt_fd(fd) {
+        Some(file) => {
+            let _ = crate::sys::close_on_exec(fd);
+            forward(pid, file, tx);
+            true
+        }
+        None => false,
+    }
 }
 
 fn forward(pid: i32, mut pipe: File, tx: Sender<Event>) {

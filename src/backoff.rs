@@ -38,6 +38,11 @@ impl Backoff {
         self.failures = 0;
     }
 
+    /// Restore the count (after `reexec`).
+    pub fn set_failures(&mut self, n: u32) {
+        self.failures = n;
+    }
+
     pub fn failures(&self) -> u32 {
         self.failures
     }

@@ -34,6 +34,7 @@ pub enum Verb {
     Update,
     Stage,
     Rollback,
+    Reexec,
 }
 
 /// Flags a verb accepted.
@@ -128,6 +129,16 @@ const VERBS: &[VerbSpec] = &[
         summary: "show the warden's, the agent's and the update's state",
         help: "Asks the running warden for its status document. Exits 3 when no warden\n\
                is running for the root.\n\n  --json   print the whole status document as JSON",
+    },
+    VerbSpec {
+        verb: Verb::Reexec,
+        name: "reexec",
+        flags: &[],
+        summary: "make the running warden re-execute the installed binary in place",
+        help: "Asks the running warden to execve(2) its installed binary, keeping its PID,\n\
+               its lock and its agent child (the agent is not restarted, tasks are not\n\
+               touched). Used by the package's %posttrans after an upgrade; SIGHUP does\n\
+               the same. Waits until the new image answers. Exits 3 when no warden runs.",
     },
     VerbSpec {
         verb: Verb::Update,

@@ -1,5 +1,6 @@
 //! One function per verb. `run` is what `main` calls.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -24,6 +25,10 @@ pub struct Edge {
     pub watchdog_usec: Option<String>,
     /// Under systemd/journald: no timestamps in our log lines.
     pub journal: bool,
+    /// This program's path, for `reexec`.
+    pub exe: PathBuf,
+    /// `$ECS_WARDEN_HANDOFF`: set when `reexec` started this image.
+    pub handoff: Option<PathBuf>,
 }
 
 /// Whether a verb needs the configuration loaded (and so validated).
@@ -56,7 +61,11 @@ pub fn run(cli: &Cli, cfg: Option<&Config>, edge: &Edge) -> Result<Exit> {
         Verb::Start => {
             let cfg = cfg.expect("start loads the config");
             let notifier = Notifier::new(edge.notify_socket.clone(), edge.watchdog_usec.clone());
-            supervisor::run(&paths, cfg, notifier)
+            let launch = supervisor::Launch {
+                exe: edge.exe.clone(),
+                handoff: edge.handoff.clone(),
+            };
+            supervisor::run(&paths, cfg, notifier, launch)
         }
         Verb::Stop | Verb::PreStop => stop(&paths),
         Verb::PostStop => {
@@ -68,12 +77,53 @@ pub fn run(cli: &Cli, cfg: Option<&Config>, edge: &Edge) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         Verb::Status => status(&paths, flags),
+        Verb::Reexec => reexec(&paths),
         Verb::Update => update(&paths, flags, "/v1/update", true),
         Verb::Stage => update(&paths, flags, "/v1/stage", false),
         Verb::Rollback => {
             let body = json!({"keepData": flags.keep_data});
             let accepted = client::call(&paths, "POST", "/v1/rollback", Some(&body))?;
             wait_update(&paths, flags, accepted, true)
+        }
+    }
+}
+
+/// Ask the running warden to re-exec the installed binary; wait until the
+/// new image answers.
+fn reexec(paths: &Paths) -> Result<Exit> {
+    let before = client::call(paths, "GET", "/v1/status", None)?;
+    let execs = before["warden"]["execs"].as_u64().unwrap_or(0);
+    let pid = before["warden"]["pid"].as_u64().unwrap_or(0);
+    let answer = client::call(paths, "POST", "/v1/reexec", None)?;
+    if answer["deferred"].as_bool() == Some(true) {
+        eprintln!("an update is switching builds; the re-exec follows when it is done");
+    }
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        match client::call(paths, "GET", "/v1/status", None) {
+            Ok(doc) if doc["warden"]["execs"].as_u64().unwrap_or(0) > execs => {
+                println!(
+                    "ecs-warden re-executed (pid {}, now {} {}); agent pid {}",
+                    doc["warden"]["pid"],
+                    doc["warden"]["exe"].as_str().unwrap_or("?"),
+                    doc["warden"]["version"].as_str().unwrap_or("?"),
+                    doc["supervisor"]["agentPid"]
+                );
+                if doc["warden"]["pid"].as_u64().unwrap_or(0) != pid {
+                    return Err(Error::Other(
+                        "the warden's PID changed across the re-exec".into(),
+                    ));
+                }
+                return Ok(Exit::Ok);
+            }
+            Ok(_) | Err(Error::NotRunning { .. }) | Err(Error::Peer { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(Error::Other(
+                "the warden did not come back from the re-exec within 10 minutes".into(),
+            ));
         }
     }
 }

@@ -212,7 +212,14 @@ fn read_optional(path: &Path) -> Result<Option<String>> {
                 message: "file is not valid UTF-8".into(),
             }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read config file", path)(e)),
+        // A config file that exists but cannot be read is a config error
+        // (exit 4), like one that cannot be parsed.
+        Err(e) => Err(Error::Config {
+            file: path.to_path_buf(),
+            line: 0,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }),
     }
 }
 

@@ -105,8 +105,10 @@ pub fn create_dir(what: &str, dir: &Path, mode: u32) -> Result<()> {
     sync_parent(dir)
 }
 
-/// Append one line to a log-structured file and fsync it. Used for the
-/// history, where a torn last line is tolerated by the reader.
+/// Append one line to a log file. Not fsynced: the history is for people
+/// (recovery reads only the journal), and an fsync here would sit in the
+/// update's downtime; a torn or lost last line after a power cut is
+/// tolerated by the reader.
 pub fn append_line(what: &str, path: &Path, line: &str) -> Result<()> {
     let mut f = OpenOptions::new()
         .create(true)
@@ -118,9 +120,40 @@ pub fn append_line(what: &str, path: &Path, line: &str) -> Result<()> {
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
     f.write_all(&buf)
-        .map_err(Error::io(format!("append to {what}"), path))?;
-    f.sync_data()
-        .map_err(Error::io(format!("fsync {what}"), path))
+        .map_err(Error::io(format!("append to {what}"), path))
+}
+
+/// Atomic but not durable: temporary file, rename. For the volatile files
+/// under `run/` (a tmpfs on real hosts), which need never survive a reboot.
+pub fn write_volatile(what: &str, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let tmp = temp_sibling(path, "tmp");
+    let result = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(Error::io(format!("write {what}"), &tmp))
+        .and_then(|_| fs::rename(&tmp, path).map_err(Error::io(format!("rename {what}"), path)));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `switch_symlink` without the directory fsync, for the update's downtime
+/// window: the caller fsyncs the directory (`sync_parent`) once the new
+/// agent has started, before anything depends on the switch being durable.
+/// (The journal names the step, and recovery re-checks where the link
+/// points, so a switch lost to a power cut is simply done again.)
+pub fn switch_symlink_unsynced(what: &str, link: &Path, target: &Path) -> Result<()> {
+    let tmp = temp_sibling(link, "link");
+    std::os::unix::fs::symlink(target, &tmp)
+        .map_err(Error::io(format!("create temporary {what} link"), &tmp))?;
+    fs::rename(&tmp, link).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(format!("switch {what} link"), link)(e)
+    })
 }
 
 #[cfg(test)]

@@ -2,19 +2,47 @@
 //! layout with its modes, the bundled agent on first start, the cleanup
 //! after the warden has exited.
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::paths::Paths;
 use crate::store::{self, Store};
 
-/// Create the directory layout with tight modes (idempotent).
+/// Create the directory layout with tight modes (idempotent). The private
+/// directories are tightened to 0700 even when they already exist (left by
+/// an earlier install or made by hand).
 pub fn prepare_layout(paths: &Paths) -> Result<()> {
     durable::create_dir("agent data", &paths.data_dir, 0o700)?;
     durable::create_dir("warden state", &paths.warden_dir, 0o700)?;
     durable::create_dir("agent store", &paths.agents_dir, 0o755)?;
     durable::create_dir("cache", &paths.cache_dir, 0o755)?;
     durable::create_dir("runtime", &paths.run_dir, 0o700)?;
+    for (what, dir) in [
+        ("agent data", &paths.data_dir),
+        ("warden state", &paths.warden_dir),
+        ("runtime", &paths.run_dir),
+    ] {
+        make_private(what, dir)?;
+    }
+    Ok(())
+}
+
+/// Take group and other permissions off an existing directory.
+fn make_private(what: &str, dir: &Path) -> Result<()> {
+    let meta = fs::metadata(dir).map_err(Error::io(format!("stat {what} directory"), dir))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        log::warn!(
+            "{what} directory {} had mode {mode:o}; setting 0700",
+            dir.display()
+        );
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(format!("set mode of {what} directory"), dir))?;
+    }
     Ok(())
 }
 

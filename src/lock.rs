@@ -46,6 +46,30 @@ impl Lock {
         Ok(Lock { _file: locked })
     }
 
+    /// The descriptor holding the lock (kept across `reexec`).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self._file.as_raw_fd()
+    }
+
+    /// Take over the lock held by an inherited descriptor (after `reexec`).
+    /// Locking the same open file description again succeeds at once.
+    pub fn adopt(fd: std::os::fd::RawFd, path: &Path) -> Result<Lock> {
+        let file = crate::sys::adopt_fd(fd).ok_or_else(|| {
+            Error::Other(format!(
+                "re-exec hand-off names lock descriptor {fd}, which is not open"
+            ))
+        })?;
+        let _ = crate::sys::close_on_exec(fd);
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Lock { _file: l }),
+            Err(_) => Err(Error::AlreadyRunning {
+                lock: path.to_path_buf(),
+                pid: None,
+            }),
+        }
+    }
+
     /// Whether some process holds the lock (for `post-stop`, `status`).
     pub fn is_held(path: &Path) -> bool {
         let Ok(file) = File::open(path) else {

@@ -13,10 +13,15 @@ use ecs_warden::paths::Paths;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     ecs_warden::failpoint::arm(std::env::var("ECS_WARDEN_FAILPOINT").ok());
+    let handoff = std::env::var_os(ecs_warden::reexec::HANDOFF_ENV).map(std::path::PathBuf::from);
+    // Not for the agent's environment, nor for a later re-exec.
+    std::env::remove_var(ecs_warden::reexec::HANDOFF_ENV);
     let edge = Edge {
         notify_socket: std::env::var("NOTIFY_SOCKET").ok(),
         watchdog_usec: std::env::var("WATCHDOG_USEC").ok(),
         journal: std::env::var_os("JOURNAL_STREAM").is_some(),
+        exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/ecs-warden".into()),
+        handoff,
     };
     std::process::exit(real_main(&args, std::env::var("ECS_WARDEN_ROOT").ok(), &edge).code());
 }

@@ -45,7 +45,8 @@ pub fn record(path: &Path, pid: i32, version: &str) -> Result<()> {
         start_time: start_time(pid).unwrap_or(0),
         version: version.to_string(),
     };
-    durable::write_json("agent record", path, &rec)
+    let bytes = serde_json::to_vec(&rec).unwrap_or_default();
+    durable::write_volatile("agent record", path, &bytes, 0o600)
 }
 
 pub fn clear(path: &Path) {

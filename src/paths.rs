@@ -82,6 +82,11 @@ impl Paths {
         self.run_dir.join("agent.json")
     }
 
+    /// State passed from one program image to the next by `reexec`.
+    pub fn handoff(&self) -> PathBuf {
+        self.run_dir.join("handoff.json")
+    }
+
     pub fn lock(&self) -> PathBuf {
         self.run_dir.join("lock")
     }

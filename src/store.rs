@@ -187,6 +187,26 @@ impl<'a> Store<'a> {
         durable::switch_symlink("current", &self.paths.current(), Path::new(version))
     }
 
+    /// `switch_current` for the update's downtime window: both renames, no
+    /// directory fsync; the caller runs `sync` once the new agent is up.
+    pub fn switch_current_unsynced(&self, version: &str) -> Result<()> {
+        if let Some(old) = self.link_name(&self.paths.current()) {
+            if old != version {
+                durable::switch_symlink_unsynced(
+                    "previous",
+                    &self.paths.previous(),
+                    Path::new(&old),
+                )?;
+            }
+        }
+        durable::switch_symlink_unsynced("current", &self.paths.current(), Path::new(version))
+    }
+
+    /// Make the store's directory entries durable.
+    pub fn sync(&self) -> Result<()> {
+        durable::sync_dir(&self.paths.agents_dir)
+    }
+
     /// Point `current` at `version` without touching `previous` (rollback).
     pub fn point_current(&self, version: &str) -> Result<()> {
         durable::switch_symlink("current", &self.paths.current(), Path::new(version))

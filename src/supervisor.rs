@@ -18,6 +18,8 @@
 //! Stopping: SIGTERM to the agent's PID only, SIGKILL to that PID after the
 //! stop timeout, then exit 0. A process group is never signalled.
 
+use std::os::fd::RawFd;
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,7 +32,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use crate::agent;
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::control::{self, Action, Reply};
+use crate::control::{self, Action, Observation, Reply};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::failpoint;
@@ -39,7 +41,9 @@ use crate::lock::Lock;
 use crate::notify::Notifier;
 use crate::orphan;
 use crate::paths::Paths;
+use crate::reexec;
 use crate::store::Store;
+use crate::sys;
 use crate::update::machine::{UpdateEvent, Updater};
 
 /// Everything the main loop reacts to.
@@ -131,27 +135,93 @@ pub struct Supervisor {
     /// An agent that exited 2 whose last lines are still to be logged.
     want_tail: Option<i32>,
     watchdog_at: Option<Instant>,
+    /// The agent's identity and the engine version, as last seen.
+    observed: Observation,
+    /// The binary `reexec` runs, the lock's descriptor, the agent's output
+    /// pipe (pid, read end) while it is open, and re-execs so far.
+    exe: PathBuf,
+    lock_fd: RawFd,
+    agent_output: Option<(i32, RawFd)>,
+    execs: u64,
+    /// A re-exec is due once no update is UPDATING; `reexec_at` gives the
+    /// answer to the requester a moment to leave before the image goes.
+    reexec_pending: bool,
+    reexec_at: Option<Instant>,
 }
 
 /// Run the warden for this root until it is stopped or the agent ends it.
-pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier) -> Result<Exit> {
+/// How this warden process came to be.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The installed binary, re-executed by `reexec`.
+    pub exe: PathBuf,
+    /// The hand-off file when this image was started by `reexec`.
+    pub handoff: Option<PathBuf>,
+}
+
+pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> Result<Exit> {
     host::prepare_layout(paths)?;
-    let _lock = Lock::acquire(&paths.lock())?;
-    orphan::stop_orphan(&paths.agent_record(), cfg.stop_timeout);
+    let handoff = match &launch.handoff {
+        Some(p) => Some(reexec::take(p)?),
+        None => None,
+    };
+    let lock = match &handoff {
+        Some(h) => Lock::adopt(h.lock_fd, &paths.lock())?,
+        None => Lock::acquire(&paths.lock())?,
+    };
+    if handoff.is_none() {
+        orphan::stop_orphan(&paths.agent_record(), cfg.stop_timeout);
+    }
     Store::new(paths).ensure_current()?;
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx.clone())?;
     let mut sup = Supervisor::new(paths.clone(), cfg.clone(), notifier, tx.clone())?;
-    control::server::spawn(&paths.control_socket(), tx, cfg)?;
+    sup.exe = launch.exe;
+    sup.lock_fd = lock.raw_fd();
+    if let Some(h) = handoff {
+        sup.adopt(h);
+    }
+    let creds = crate::api::credentials::load_or_create(&paths.credentials())?;
+    control::server::spawn(&paths.control_socket(), tx.clone(), cfg)?;
+    if let Some(port) = cfg.api_port {
+        control::server::spawn_tcp(port, tx.clone(), cfg, creds)?;
+    }
+    spawn_docker_probe(tx);
     // Resume or undo an update a previous warden left in flight; it starts
     // the agent itself when the update is past stopping the old one.
-    if sup.recover() {
+    if sup.recover() && matches!(sup.agent, AgentState::Down) {
         sup.start_agent();
     }
     sup.notifier.ready("supervising the ECS agent");
     let code = sup.run_loop(rx);
     let _ = std::fs::remove_file(paths.control_socket());
+    drop(lock);
     Ok(code)
+}
+
+/// Ask the container engine its version once, in the background, for the
+/// status document's `versionInfo.dockerVersion`.
+fn spawn_docker_probe(tx: Sender<Event>) {
+    let _ = std::thread::Builder::new()
+        .name("docker-version".into())
+        .spawn(move || {
+            let out = std::process::Command::new("docker")
+                .args(["version", "--format", "{{.Server.Version}}"])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output();
+            if let Some(o) = out.ok().filter(|o| o.status.success()) {
+                let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                if !v.is_empty() {
+                    let (rtx, _) = mpsc::channel();
+                    let obs = Observation {
+                        docker_version: Some(format!("DockerVersion: {v}")),
+                        ..Observation::default()
+                    };
+                    let _ = tx.send(Event::Control(Action::Observe(obs), rtx));
+                }
+            }
+        });
 }
 
 fn spawn_signal_thread(tx: Sender<Event>) -> Result<()> {
@@ -194,7 +264,138 @@ impl Supervisor {
             tail: None,
             want_tail: None,
             watchdog_at,
+            observed: Observation::default(),
+            exe: PathBuf::new(),
+            lock_fd: -1,
+            agent_output: None,
+            execs: 0,
+            reexec_pending: false,
+            reexec_at: None,
         })
+    }
+
+    /// Take over what the previous program image handed over.
+    fn adopt(&mut self, h: reexec::Handoff) {
+        self.restarts = h.restarts;
+        self.execs = h.execs;
+        self.backoff.set_failures(h.failures);
+        if let Ok(t) = humantime::parse_rfc3339(&h.started_at) {
+            self.started_at = t;
+        }
+        self.last_exit = h.last_exit.map(|e| LastExit {
+            ended: match (e.code, e.signal) {
+                (Some(c), _) => Ended::Code(c),
+                (None, Some(s)) => Ended::Signal(s),
+                _ => Ended::Code(-1),
+            },
+            at: humantime::parse_rfc3339(&e.at).unwrap_or_else(|_| SystemTime::now()),
+            ran_for: Duration::from_millis(e.ran_for_ms),
+        });
+        if let Some(a) = h.agent {
+            let since = Instant::now()
+                .checked_sub(Duration::from_millis(a.uptime_ms))
+                .unwrap_or_else(Instant::now);
+            log::info!(
+                "re-executed ({} so far); supervising agent {} (pid {}) again",
+                self.execs,
+                a.version,
+                a.pid
+            );
+            self.agent = AgentState::Running {
+                pid: a.pid,
+                since,
+                version: a.version,
+            };
+            if let Some(fd) = a.output_fd {
+                if agent::adopt_output(a.pid, fd, self.tx.clone()) {
+                    self.agent_output = Some((a.pid, fd));
+                }
+            }
+            // It may have exited while the image was replaced.
+            self.reap();
+        } else if let Some(ms) = h.waiting_ms {
+            self.agent = AgentState::Waiting {
+                until: Instant::now() + Duration::from_millis(ms),
+            };
+        }
+    }
+
+    /// Replace this process's image with the installed binary (see
+    /// `reexec`), keeping the agent. Deferred while an update is UPDATING.
+    fn reexec_now(&mut self) {
+        self.reexec_at = None;
+        if self.shutting_down {
+            return;
+        }
+        if self.update_busy() || matches!(self.agent, AgentState::Stopping { .. }) {
+            self.reexec_pending = true;
+            return;
+        }
+        self.reexec_pending = false;
+        let now = Instant::now();
+        let agent = match &self.agent {
+            AgentState::Running {
+                pid,
+                since,
+                version,
+            } => Some(reexec::AgentHandoff {
+                pid: *pid,
+                version: version.clone(),
+                uptime_ms: (now - *since).as_millis() as u64,
+                output_fd: self
+                    .agent_output
+                    .filter(|(p, _)| p == pid)
+                    .map(|(_, fd)| fd),
+            }),
+            _ => None,
+        };
+        let handoff = reexec::Handoff {
+            lock_fd: self.lock_fd,
+            waiting_ms: match &self.agent {
+                AgentState::Waiting { until } => {
+                    Some(until.saturating_duration_since(now).as_millis() as u64)
+                }
+                _ => None,
+            },
+            agent,
+            restarts: self.restarts,
+            failures: self.backoff.failures(),
+            last_exit: self.last_exit.as_ref().map(|e| reexec::LastExitHandoff {
+                code: match e.ended {
+                    Ended::Code(c) => Some(c),
+                    _ => None,
+                },
+                signal: match e.ended {
+                    Ended::Signal(s) => Some(s),
+                    _ => None,
+                },
+                ran_for_ms: e.ran_for.as_millis() as u64,
+                at: humantime::format_rfc3339_millis(e.at).to_string(),
+            }),
+            started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
+            execs: self.execs + 1,
+        };
+        let fds: Vec<RawFd> = std::iter::once(self.lock_fd)
+            .chain(handoff.agent.as_ref().and_then(|a| a.output_fd))
+            .collect();
+        let path = self.paths.handoff();
+        let prepared = fds
+            .iter()
+            .try_for_each(|fd| sys::keep_on_exec(*fd).map_err(|e| e.to_string()))
+            .and_then(|_| reexec::write(&path, &handoff).map_err(|e| e.to_string()));
+        let err = match prepared {
+            Ok(()) => {
+                log::info!("re-executing {}", self.exe.display());
+                reexec::exec(&self.exe, &self.paths.root, &path).to_string()
+            }
+            Err(e) => e,
+        };
+        // Still here: the exec failed. Undo and go on.
+        log::error!("re-exec of {} failed: {err}; going on", self.exe.display());
+        for fd in fds {
+            let _ = sys::close_on_exec(fd);
+        }
+        let _ = std::fs::remove_file(path);
     }
 
     fn run_loop(&mut self, rx: Receiver<Event>) -> Exit {
@@ -224,10 +425,18 @@ impl Supervisor {
             AgentState::Waiting { until } => Some(*until),
             _ => None,
         };
-        [agent, self.watchdog_at].into_iter().flatten().min()
+        [agent, self.watchdog_at, self.reexec_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_deadlines(&mut self, now: Instant) {
+        if self.reexec_at.is_some_and(|at| at <= now)
+            || (self.reexec_pending && self.reexec_at.is_none() && !self.update_busy())
+        {
+            self.reexec_now();
+        }
         if let Some(at) = self.watchdog_at {
             if at <= now {
                 self.notifier.watchdog();
@@ -271,7 +480,8 @@ impl Supervisor {
                 self.request_stop();
             }
             Event::Signal(SIGHUP) => {
-                log::info!("received SIGHUP; nothing to reload");
+                log::info!("received SIGHUP: re-executing the installed binary");
+                self.reexec_at = Some(Instant::now());
             }
             Event::Signal(_) => {}
             Event::Control(action, reply) => {
@@ -280,6 +490,9 @@ impl Supervisor {
             }
             Event::Update(ev) => self.on_update_event(ev),
             Event::OutputClosed { pid, tail } => {
+                if self.agent_output.is_some_and(|(p, _)| p == pid) {
+                    self.agent_output = None;
+                }
                 if self.want_tail == Some(pid) {
                     self.want_tail = None;
                     log_tail(pid, &tail);
@@ -303,6 +516,39 @@ impl Supervisor {
             Action::Refuse(err) => {
                 self.note_refusal(&err);
                 Err(err)
+            }
+            Action::AgentStage {
+                location,
+                signature,
+                version,
+            } => self.begin_agent_stage(location, signature, version),
+            Action::AgentPerform { signature } => self.agent_perform(signature),
+            Action::Reexec => {
+                let deferred = self.update_busy();
+                log::info!(
+                    "re-exec requested{}",
+                    if deferred {
+                        "; waiting for the update to leave UPDATING"
+                    } else {
+                        ""
+                    }
+                );
+                // Give the answer a moment to reach the caller first.
+                self.reexec_at = Some(Instant::now() + Duration::from_millis(50));
+                Ok(json!({"reexec": true, "deferred": deferred, "execs": self.execs}))
+            }
+            Action::Observe(o) => {
+                let cache = &mut self.observed;
+                if o.container_instance_arn.is_some() {
+                    cache.container_instance_arn = o.container_instance_arn;
+                }
+                if o.cluster.is_some() {
+                    cache.cluster = o.cluster;
+                }
+                if o.docker_version.is_some() {
+                    cache.docker_version = o.docker_version;
+                }
+                Ok(Value::Null)
             }
         }
     }
@@ -337,6 +583,7 @@ impl Supervisor {
                     since: Instant::now(),
                     version: build.version().to_string(),
                 };
+                self.agent_output = Some((started.pid, started.output_fd));
             }
             Err(e) => {
                 log::error!("{e}");
@@ -555,6 +802,8 @@ impl Supervisor {
                 "version": env!("CARGO_PKG_VERSION"),
                 "root": self.paths.root.display().to_string(),
                 "startedAt": humantime::format_rfc3339_seconds(self.started_at).to_string(),
+                "exe": self.exe.display().to_string(),
+                "execs": self.execs,
             },
             "supervisor": {
                 "agentState": state,
@@ -582,6 +831,11 @@ impl Supervisor {
             "cluster": self.cfg.cluster,
             "introspection": self.cfg.introspection.base_url(),
             "agentUpdateStatus": self.update.record.as_ref().map(|r| r.state.as_str()),
+            "observed": {
+                "containerInstanceArn": self.observed.container_instance_arn,
+                "cluster": self.observed.cluster,
+                "dockerVersion": self.observed.docker_version,
+            },
             "update": self.update_status(),
         })
     }

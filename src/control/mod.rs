@@ -35,6 +35,26 @@ pub enum Action {
     /// A request refused before it reached the machine: recorded for
     /// status, answered with the error.
     Refuse(ApiError),
+    /// The agent's stage call (`StageUpdate`).
+    AgentStage {
+        location: String,
+        signature: String,
+        version: Option<String>,
+    },
+    /// The agent's perform call (`PerformUpdate`).
+    AgentPerform { signature: String },
+    /// What a connection thread learned from the agent, for the cache.
+    Observe(Observation),
+    /// Replace the program image with the installed binary, keeping the agent.
+    Reexec,
+}
+
+/// Facts about the agent and its host seen outside the main loop.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observation {
+    pub container_instance_arn: Option<String>,
+    pub cluster: Option<String>,
+    pub docker_version: Option<String>,
 }
 
 /// An error answer: HTTP status, error name (`__type`), message.
@@ -85,8 +105,21 @@ type Parse = fn(&Request, &Config) -> Result<Action, ApiError>;
 
 /// The route table: `(method, path, parse)`.
 const ROUTES: &[(&str, &str, Parse)] = &[
-    ("GET", "/v1/status", |_, _| Ok(Action::Status)),
     ("POST", "/v1/stop", |_, _| Ok(Action::Stop)),
+    ("POST", "/v1/reexec", |_, _| Ok(Action::Reexec)),
+    ("POST", "/v1/agent/stage", agent_stage),
+    ("POST", "/v1/agent/perform", |r, c| {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct P {
+            signature: String,
+        }
+        let p: P = json_body(r)?;
+        request::updates_enabled(c)?;
+        Ok(Action::AgentPerform {
+            signature: signature(&p.signature)?,
+        })
+    }),
     ("POST", "/v1/update", |r, c| update(r, c, true)),
     ("POST", "/v1/stage", |r, c| update(r, c, false)),
     ("POST", "/v1/rollback", |r, c| {
@@ -103,6 +136,46 @@ const ROUTES: &[(&str, &str, Parse)] = &[
         })
     }),
 ];
+
+fn signature(s: &str) -> Result<String, ApiError> {
+    if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(ApiError::ecs(
+            EcsErrorName::InvalidParameterException,
+            format!("signature must be a SHA-256 in 64 hex digits, not {s:?}"),
+        ))
+    }
+}
+
+fn agent_stage(req: &Request, cfg: &Config) -> Result<Action, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct P {
+        location: String,
+        signature: String,
+        #[serde(default)]
+        version: Option<String>,
+    }
+    let p: P = json_body(req)?;
+    request::updates_enabled(cfg)?;
+    let invalid = |m: String| ApiError::ecs(EcsErrorName::InvalidParameterException, m);
+    crate::update::manifest::check_source(&p.location, cfg.update.allow_http)
+        .map_err(|m| invalid(format!("location {}: {m}", p.location)))?;
+    let version = match p.version.filter(|v| !v.is_empty()) {
+        Some(v) => Some(
+            crate::store::parse_version(&v)
+                .map_err(|m| invalid(format!("version: {m}")))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(Action::AgentStage {
+        location: p.location,
+        signature: signature(&p.signature)?,
+        version,
+    })
+}
 
 fn update(req: &Request, cfg: &Config, perform: bool) -> Result<Action, ApiError> {
     let params: Params = json_body(req)?;

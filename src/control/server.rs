@@ -10,7 +10,12 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{route, Action, ApiError, Reply, MAX_BODY};
+use std::net::TcpListener;
+use std::time::SystemTime;
+
+use super::{route, Action, ApiError, Observation, Reply, MAX_BODY};
+use crate::api::credentials::Credentials;
+use crate::api::{document, ecs, sigv4};
 use crate::config::Config;
 use crate::error::{EcsErrorName, Error, Result};
 use crate::http::{self, Handler, Limits, ReadError, Request, Response};
@@ -22,6 +27,31 @@ const MAIN_LOOP_TIMEOUT: Duration = Duration::from_secs(10);
 struct Control {
     tx: Sender<Event>,
     cfg: Config,
+    /// The host's key pair; TCP requests must be signed with it.
+    creds: Option<Credentials>,
+}
+
+/// The status document: the main loop's snapshot plus what the agent says
+/// now. A changed instance ARN or cluster is passed back to the main loop.
+pub fn status(tx: &Sender<Event>, cfg: &Config) -> Reply {
+    let snap = ask(tx, Action::Status)?;
+    let obs = document::observe(cfg, document::INTROSPECTION_BUDGET);
+    if let Some(md) = &obs.metadata {
+        let seen = Observation {
+            container_instance_arn: md.arn().map(String::from),
+            cluster: md.cluster.clone().filter(|c| !c.is_empty()),
+            docker_version: None,
+        };
+        let cached_arn = snap["observed"]["containerInstanceArn"].as_str();
+        let cached_cluster = snap["observed"]["cluster"].as_str();
+        if seen.container_instance_arn.as_deref() != cached_arn
+            || seen.cluster.as_deref() != cached_cluster
+        {
+            let (rtx, _) = mpsc::channel();
+            let _ = tx.send(Event::Control(Action::Observe(seen), rtx));
+        }
+    }
+    Ok(document::status(cfg, &snap, &obs))
 }
 
 /// Ask the main loop and wait for its reply.
@@ -46,7 +76,34 @@ pub fn respond(reply: Reply) -> Response {
 
 impl Handler for Control {
     fn handle(&self, req: Request) -> Response {
-        respond(route(&req, &self.cfg).and_then(|action| ask(&self.tx, action)))
+        if req.tcp {
+            let Some(creds) = &self.creds else {
+                return respond(Err(ApiError::new(500, "ServerException", "no credentials")));
+            };
+            if let Err(e) = sigv4::verify(&req, creds, SystemTime::now()) {
+                log::info!(
+                    "refused an unauthenticated API call: {}: {}",
+                    e.name(),
+                    e.message()
+                );
+                let mut resp = respond(Err(ApiError::new(e.status(), e.name(), e.message())));
+                resp.headers[0].1 = ecs::CONTENT_TYPE.into();
+                return resp;
+            }
+        }
+        if req.header("X-Amz-Target").is_some() {
+            return ecs::handle(&req, &self.tx, &self.cfg);
+        }
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/v1/status") => respond(status(&self.tx, &self.cfg)),
+            ("GET", "/metrics") => match ask(&self.tx, Action::Status) {
+                Ok(snap) => {
+                    Response::new(200, "text/plain; version=0.0.4", document::metrics(&snap))
+                }
+                Err(e) => respond(Err(e)),
+            },
+            _ => respond(route(&req, &self.cfg).and_then(|action| ask(&self.tx, action))),
+        }
     }
 
     fn reject(&self, err: &ReadError) -> Response {
@@ -63,6 +120,29 @@ pub fn reject(err: &ReadError) -> Response {
         _ => (400, "BadRequest"),
     };
     respond(Err(ApiError::new(status, name, err.to_string())))
+}
+
+/// Serve the ECS JSON API (and the control routes) on 127.0.0.1:`port`;
+/// every request must be signed with `creds`.
+pub fn spawn_tcp(port: u16, tx: Sender<Event>, cfg: &Config, creds: Credentials) -> Result<()> {
+    let addr = format!("127.0.0.1:{port}");
+    let listener = TcpListener::bind(&addr).map_err(Error::io("bind the API port", &addr))?;
+    http::serve(
+        "api",
+        http::Listener::Tcp(listener),
+        Limits {
+            max_conns: 64,
+            max_body: ecs::MAX_BODY,
+            request_timeout: Duration::from_secs(10),
+        },
+        Arc::new(Control {
+            tx,
+            cfg: cfg.clone(),
+            creds: Some(creds),
+        }),
+    );
+    log::info!("ECS API listening on {addr} (SigV4 with the host's credentials)");
+    Ok(())
 }
 
 /// Bind the control socket (mode 0600) and serve it on its own threads.
@@ -87,6 +167,7 @@ pub fn spawn(socket: &Path, tx: Sender<Event>, cfg: &Config) -> Result<()> {
         Arc::new(Control {
             tx,
             cfg: cfg.clone(),
+            creds: None,
         }),
     );
     Ok(())

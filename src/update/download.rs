@@ -59,7 +59,9 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// What to fetch and with which settings.
 pub struct Job<'a> {
-    pub target: &'a Target,
+    /// The build; `size` 0 means unknown (an agent's stage call): it is
+    /// learned from the source before the download starts.
+    pub target: Target,
     pub partial: PathBuf,
     pub proxy: &'a ProxyConfig,
     pub cfg: &'a UpdateConfig,
@@ -134,15 +136,59 @@ impl Sink {
     }
 }
 
+/// Largest build accepted when the caller does not know its size.
+pub const MAX_UNKNOWN_SIZE: u64 = 2 * 1024 * 1024 * 1024;
+
+/// The size of the source, for a target whose size is unknown: the file's
+/// length, or the `Content-Length` of a `HEAD` request.
+fn learn_size(job: &Job) -> Result<u64, DlError> {
+    let t = &job.target;
+    let size = if let Some(path) = t.url.strip_prefix("file://") {
+        fs::metadata(path)
+            .map_err(|e| DlError::Fatal(format!("stat {path}: {e}")))?
+            .len()
+    } else {
+        let agent = fetch::agent_for(&t.url, job.proxy, job.cfg).map_err(DlError::Fatal)?;
+        let resp = agent.head(&t.url).call().map_err(|e| match e {
+            ureq::Error::Status(code, r) if (500..600).contains(&code) => {
+                DlError::Retry(format!("{}: HTTP {code} {}", t.url, r.status_text()))
+            }
+            ureq::Error::Status(code, r) => {
+                DlError::Fatal(format!("{}: HTTP {code} {}", t.url, r.status_text()))
+            }
+            ureq::Error::Transport(e) => DlError::Retry(format!("{}: {e}", t.url)),
+        })?;
+        resp.header("Content-Length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                DlError::Fatal(format!(
+                    "{}: the server gives no Content-Length, and the build's size is not known otherwise",
+                    t.url
+                ))
+            })?
+    };
+    if size == 0 || size > MAX_UNKNOWN_SIZE {
+        return Err(DlError::Fatal(format!(
+            "{}: {size} bytes is not a plausible agent build (1 byte to {MAX_UNKNOWN_SIZE})",
+            t.url
+        )));
+    }
+    Ok(size)
+}
+
 /// Run a whole download with retries. On success the partial file holds
-/// exactly the target's bytes, verified and fsynced.
-pub fn run(job: &Job, progress: Progress) -> Result<(), DlError> {
-    let t = job.target;
+/// exactly the target's bytes, verified and fsynced; returns their size.
+pub fn run(job: &mut Job, progress: Progress) -> Result<u64, DlError> {
+    if job.target.size == 0 {
+        job.target.size = learn_size(job)?;
+    }
+    let job = &*job;
+    let t = &job.target;
     let mut hashed: Option<(Sha256, u64)> = None;
     let mut attempt = 1;
     loop {
         match attempt_once(job, &mut hashed, progress) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(t.size),
             Err(DlError::Retry(m)) if attempt < job.cfg.attempts => {
                 let delay = job
                     .cfg
@@ -199,7 +245,7 @@ fn attempt_once(
     hashed: &mut Option<(Sha256, u64)>,
     progress: Progress,
 ) -> Result<(), DlError> {
-    let t = job.target;
+    let t = &job.target;
     let mut file = open_partial(&job.partial)?;
     let mut have = file
         .metadata()
@@ -278,7 +324,7 @@ fn hash_prefix(file: &mut File, len: u64, path: &Path) -> Result<Sha256, DlError
 /// Open the source at byte `have`. Returns the reader and the offset it
 /// actually starts at (0 when a server ignored the range).
 fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlError> {
-    let t = job.target;
+    let t = &job.target;
     if let Some(path) = t.url.strip_prefix("file://") {
         let mut f = File::open(path).map_err(|e| DlError::Fatal(format!("open {path}: {e}")))?;
         let len = f
@@ -368,7 +414,7 @@ fn stream(
     have: u64,
     progress: Progress,
 ) -> Result<(Sha256, File, u64), DlError> {
-    let t = job.target;
+    let t = &job.target;
     let cfg = job.cfg;
     let mut sink = Sink::new(file, hasher);
     let mut done = have;
@@ -462,7 +508,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 fn finish(job: &Job, file: File, hasher: Sha256) -> Result<(), DlError> {
-    let t = job.target;
+    let t = &job.target;
     let got = hex(&hasher.finalize());
     if got != t.sha256 {
         let _ = fs::remove_file(&job.partial);

@@ -60,10 +60,8 @@ pub enum Step {
     /// UPDATING, in order:
     Reverify,
     RecordTasks,
+    /// Stop the old agent, snapshot its data, switch, start the new one.
     StopOld,
-    Snapshot,
-    Switch,
-    StartNew,
     HealthGate,
     /// Rolling back, in order:
     RollbackStop,
@@ -84,9 +82,6 @@ impl Step {
             Step::Reverify => "reverify",
             Step::RecordTasks => "record-tasks",
             Step::StopOld => "stop-old",
-            Step::Snapshot => "snapshot",
-            Step::Switch => "switch",
-            Step::StartNew => "start-new",
             Step::HealthGate => "health-gate",
             Step::RollbackStop => "rollback-stop",
             Step::RollbackSwitch => "rollback-switch",
@@ -120,6 +115,18 @@ pub struct Target {
     pub url: String,
     pub sha256: String,
     pub size: u64,
+}
+
+impl Target {
+    /// Name of its partial download: the version, or the digest while the
+    /// version is unknown (an agent's stage call without one).
+    pub fn key(&self) -> String {
+        if self.version.is_empty() {
+            format!("sha256-{}", &self.sha256[..16.min(self.sha256.len())])
+        } else {
+            self.version.clone()
+        }
+    }
 }
 
 /// Who asked for the update.
@@ -295,13 +302,25 @@ impl Journal {
         Ok(())
     }
 
-    /// The last `n` history lines (a torn last line is skipped).
+    /// The last `n` history lines (a torn last line is skipped). Reads
+    /// only the file's tail, however long the history grows.
     pub fn history(&self, n: usize) -> Vec<HistoryLine> {
-        let Ok(text) = fs::read_to_string(self.paths.history()) else {
+        use std::io::{Read, Seek, SeekFrom};
+        const TAIL: u64 = 64 * 1024;
+        let Ok(mut f) = fs::File::open(self.paths.history()) else {
             return Vec::new();
         };
-        let lines: Vec<HistoryLine> = text
-            .lines()
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(TAIL);
+        let mut text = String::new();
+        if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_string(&mut text).is_err() {
+            return Vec::new();
+        }
+        let mut lines_iter = text.lines();
+        if start > 0 {
+            lines_iter.next(); // a partial first line
+        }
+        let lines: Vec<HistoryLine> = lines_iter
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         let skip = lines.len().saturating_sub(n);

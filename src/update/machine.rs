@@ -12,15 +12,16 @@
 //! 3. STAGED/staged: stop here for `stage`; go on for `update`.
 //! 4. UPDATING/reverify: hash the staged executable again.
 //! 5. UPDATING/record-tasks: the tasks `/v1/tasks` reports RUNNING.
-//! 6. UPDATING/stop-old: SIGTERM (then SIGKILL) to the old agent's PID.
-//! 7. UPDATING/snapshot: copy `var/lib/ecs/data` beside the old build.
-//! 8. UPDATING/switch: `current` -> new build (one rename), `previous` ->
-//!    old build.
-//! 9. UPDATING/start-new, then UPDATING/health-gate (see `gate`).
-//! 10. UPDATED, or on any failure from step 6 on, the rollback:
-//!     rollback-stop, rollback-switch, rollback-restore (the snapshot),
-//!     rollback-start, rollback-gate, then FAILED with the error, and the
-//!     failed version is quarantined.
+//! 6. UPDATING/stop-old: the agent's downtime, one journal record for all
+//!    of it: SIGTERM (then SIGKILL) to the old agent's PID; copy
+//!    `var/lib/ecs/data` beside the old build; `current` -> new build (one
+//!    rename), `previous` -> old build; start the new build. Recovery tells
+//!    how far it got from where `current` points.
+//! 7. UPDATING/health-gate (see `gate`).
+//! 8. UPDATED, or on any failure from step 6 on, the rollback:
+//!    rollback-stop, rollback-switch, rollback-restore (the snapshot),
+//!    rollback-start, rollback-gate, then FAILED with the error, and the
+//!    failed version is quarantined.
 //!
 //! After a crash, `recover` reads the journal: before step 6 the old agent
 //! is started and the step is redone; from step 6 on the sequence continues
@@ -59,9 +60,11 @@ pub enum UpdateEvent {
         done: u64,
         total: u64,
     },
+    /// The build is in the store; the target as learned (version and
+    /// size, when the request did not know them).
     Staged {
         id: String,
-        result: std::result::Result<(), Failure>,
+        result: std::result::Result<Target, Failure>,
     },
     Reverified {
         id: String,
@@ -97,6 +100,18 @@ pub struct Updater {
     gate_seq: u64,
     /// The last request refused before it became an update.
     last_refusal: Option<Value>,
+    /// Bytes reported by the download in flight, for the byte counter.
+    progress_seen: u64,
+    /// Metrics since the warden started.
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    updated: u64,
+    failed: u64,
+    downloaded_bytes: u64,
+    last_update_seconds: Option<f64>,
 }
 
 impl Updater {
@@ -109,6 +124,8 @@ impl Updater {
             progress: None,
             gate_seq: 0,
             last_refusal: None,
+            progress_seen: 0,
+            counters: Counters::default(),
         })
     }
 }
@@ -145,6 +162,16 @@ impl Supervisor {
         rec.state = state;
         rec.step = step;
         let mut rec = rec.clone();
+        if state.is_terminal() {
+            match state {
+                State::Updated => self.update.counters.updated += 1,
+                _ => self.update.counters.failed += 1,
+            }
+            self.update.counters.last_update_seconds = humantime::parse_rfc3339(&rec.created_at)
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs_f64());
+        }
         match self.update.journal.write(&mut rec) {
             Ok(()) => {
                 log::info!(
@@ -178,6 +205,15 @@ impl Supervisor {
         if let Err(e) = spawned {
             log::error!("start update worker {name}: {e}");
         }
+    }
+
+    /// Whether an update is between stopping the old agent and its end (a
+    /// re-exec waits for that).
+    pub(crate) fn update_busy(&self) -> bool {
+        self.update
+            .record
+            .as_ref()
+            .is_some_and(|r| r.in_flight() && r.state == State::Updating)
     }
 
     // ----- requests -------------------------------------------------------
@@ -274,7 +310,13 @@ impl Supervisor {
         if let Some(e) = self.in_flight_error() {
             return Err(e);
         }
-        let previous = self.check_target(&req.target, req.force)?;
+        let previous = if req.target.version.is_empty() {
+            // An agent's stage call without a version: checked once the
+            // build is downloaded and its version known.
+            self.running_version()?.0
+        } else {
+            self.check_target(&req.target, req.force)?
+        };
         let mut rec = Record::new(req.origin, req.target, req.source, req.perform);
         rec.force = req.force;
         rec.previous_version = Some(previous);
@@ -338,11 +380,85 @@ impl Supervisor {
         Ok(self.update_status())
     }
 
+    /// The agent's stage call: download `location`, verify it against
+    /// `signature` (a SHA-256), stop at STAGED. Repeating the same call is
+    /// idempotent; a different one while an update is in flight is refused.
+    pub(crate) fn begin_agent_stage(
+        &mut self,
+        location: String,
+        signature: String,
+        version: Option<String>,
+    ) -> Reply {
+        if let Some(r) = &self.update.record {
+            if r.in_flight() && r.origin == Origin::Agent && r.target.sha256 == signature {
+                return Ok(self.update_status());
+            }
+        }
+        let target = Target {
+            version: version.unwrap_or_default(),
+            git_hash: None,
+            url: location,
+            sha256: signature,
+            size: 0,
+        };
+        let req = Request {
+            source: "the agent's stage call".into(),
+            target,
+            origin: Origin::Agent,
+            perform: false,
+            force: false,
+        };
+        self.begin_update(req)
+    }
+
+    /// The agent's perform call: perform what it staged (same signature).
+    pub(crate) fn agent_perform(&mut self, signature: String) -> Reply {
+        let staged =
+            self.update.record.as_ref().filter(|r| {
+                r.in_flight() && r.origin == Origin::Agent && r.target.sha256 == signature
+            });
+        let Some(r) = staged else {
+            let e = ApiError::ecs(
+                InvalidParameterException,
+                match &self.update.record {
+                    Some(r) if r.in_flight() => format!(
+                        "signature {signature} does not match the update in flight ({}, sha256 {})",
+                        r.state.as_str(),
+                        r.target.sha256
+                    ),
+                    _ => format!("no update with signature {signature} is staged"),
+                },
+            );
+            self.note_refusal(&e);
+            return Err(e);
+        };
+        match r.state {
+            State::Staged => {
+                self.rec_mut().perform = true;
+                self.begin_perform();
+            }
+            State::Pending | State::Staging => {
+                // Perform as soon as the download is verified.
+                self.rec_mut().perform = true;
+                let mut rec = self.rec().clone();
+                if let Err(e) = self.update.journal.write(&mut rec) {
+                    log::error!("update journal: {e}");
+                }
+                self.update.record = Some(rec);
+            }
+            _ => {} // already performing
+        }
+        Ok(self.update_status())
+    }
+
     // ----- staging --------------------------------------------------------
 
     fn start_staging(&mut self) {
         let target = self.rec().target.clone();
-        if let Some(b) = Store::new(&self.paths).build(&target.version) {
+        if let Some(b) = Store::new(&self.paths)
+            .build(&target.version)
+            .filter(|_| !target.version.is_empty())
+        {
             if b.artifact.sha256 == target.sha256 {
                 log::info!("build {} is already in the store", target.version);
                 if self.advance(State::Staged, Step::Staged) {
@@ -376,10 +492,12 @@ impl Supervisor {
         let cfg = self.cfg.clone();
         let tx = self.tx.clone();
         self.update.progress = Some((0, target.size));
+        self.update.progress_seen = 0;
         self.spawn_worker("download", move || {
-            let job = download::Job {
-                partial: paths.partial(&target.version),
-                target: &target,
+            let partial = paths.partial(&target.key());
+            let mut job = download::Job {
+                partial: partial.clone(),
+                target: target.clone(),
                 proxy: &cfg.proxy,
                 cfg: &cfg.update,
             };
@@ -394,24 +512,32 @@ impl Supervisor {
                     total,
                 }));
             };
-            let result = download::run(&job, &mut progress)
+            let result = download::run(&mut job, &mut progress)
                 .map_err(|e| match e {
                     DlError::Fatal(m) => failure(ClientException, "download", m),
                     DlError::Disk(m) => failure(ServerException, "disk", m),
                     DlError::Retry(m) => failure(ServerException, "download", m),
                 })
-                .and_then(|()| {
+                .and_then(|size| {
+                    let mut learned = target.clone();
+                    learned.size = size;
+                    if learned.version.is_empty() {
+                        let (v, h) = probe_partial(&partial)
+                            .map_err(|m| failure(ClientException, "verify", m))?;
+                        learned.version = v;
+                        learned.git_hash = learned.git_hash.or(h);
+                    }
                     let artifact = Artifact {
-                        version: target.version.clone(),
-                        git_hash: target.git_hash.clone(),
-                        sha256: target.sha256.clone(),
-                        size: target.size,
-                        source: format!("{} ({})", target.url, source),
+                        version: learned.version.clone(),
+                        git_hash: learned.git_hash.clone(),
+                        sha256: learned.sha256.clone(),
+                        size: learned.size,
+                        source: format!("{} ({})", learned.url, source),
                         installed_at: store::now_rfc3339(),
                     };
                     Store::new(&paths)
-                        .install(&job.partial, &artifact, true)
-                        .map(|_| ())
+                        .install(&partial, &artifact, true)
+                        .map(|_| learned)
                         .map_err(|e| failure(ServerException, "disk", e.to_string()))
                 });
             UpdateEvent::Staged { id, result }
@@ -542,14 +668,9 @@ impl Supervisor {
         self.paths.build_dir(version).join(SNAPSHOT_DIR)
     }
 
+    /// Snapshot the data of the stopped old agent. Part of the `stop-old`
+    /// step: no journal write of its own (see `switch_and_start`).
     fn take_snapshot(&mut self) {
-        if !self.advance(State::Updating, Step::Snapshot) {
-            return self.rollback(failure(
-                ServerException,
-                "journal",
-                "cannot write the update journal",
-            ));
-        }
         let id = self.rec().id.clone();
         let prev = self.rec().previous_version.clone().unwrap_or_default();
         let data = self.paths.data_dir.clone();
@@ -560,53 +681,55 @@ impl Supervisor {
         });
     }
 
+    /// Switch `current` to the new build and start it.
+    ///
+    /// The `stop-old` record, written before the old agent was signalled,
+    /// announces the whole window: stop, snapshot, switch, start. Each part
+    /// is idempotent and where it got to is visible on disk (`current` is
+    /// switched by one rename, and only after the snapshot is complete), so
+    /// recovery needs no record per part, and the agent's downtime holds no
+    /// journal write at all. The store's directory is fsynced once the new
+    /// agent runs, before the gate can pass.
     fn switch_and_start(&mut self) {
         self.failpoint("after-snapshot");
-        if !self.advance(State::Updating, Step::Switch) {
-            return self.rollback(failure(
-                ServerException,
-                "journal",
-                "cannot write the update journal",
-            ));
-        }
         let target = self.rec().target.version.clone();
         let store = Store::new(&self.paths);
         if store.link_name(&self.paths.current()).as_deref() != Some(target.as_str()) {
-            if let Err(e) = store.switch_current(&target) {
+            if let Err(e) = store.switch_current_unsynced(&target) {
                 return self.rollback(failure(ServerException, "switch", e.to_string()));
             }
         }
         self.failpoint("after-switch");
-        self.start_and_gate(Step::StartNew, Step::HealthGate, target);
-    }
-
-    /// Start the current build and run the gate for `version`.
-    fn start_and_gate(&mut self, start: Step, gate_step: Step, version: String) {
-        if !self.advance(State::Updating, start) {
+        self.start_agent();
+        if let Err(e) = Store::new(&self.paths).sync() {
+            log::error!("{e}");
+        }
+        if !self.agent_running() {
             return self.rollback(failure(
                 ServerException,
-                "journal",
-                "cannot write the update journal",
+                "start",
+                format!("build {target} could not be started"),
             ));
+        }
+        self.failpoint("after-start-new");
+        self.run_gate(Step::HealthGate, target);
+    }
+
+    /// Rolling back: start the build rolled back to and run its gate.
+    fn rollback_start(&mut self, version: String) {
+        if !self.advance(State::Updating, Step::RollbackStart) {
+            log::error!("rollback: the journal could not be written; going on");
         }
         self.start_agent();
         if !self.agent_running() {
-            let f = failure(
-                ServerException,
-                "start",
-                format!("build {version} could not be started"),
-            );
-            return if start == Step::StartNew {
-                self.rollback(f)
-            } else {
-                self.finish_rollback(Err(f.message))
-            };
+            return self.finish_rollback(Err(format!("build {version} could not be started")));
         }
-        self.failpoint(if start == Step::StartNew {
-            "after-start-new"
-        } else {
-            "after-rollback-start"
-        });
+        self.failpoint("after-rollback-start");
+        self.run_gate(Step::RollbackGate, version);
+    }
+
+    /// Announce `gate_step` and run the health gate for `version`.
+    fn run_gate(&mut self, gate_step: Step, version: String) {
         if !self.advance(State::Updating, gate_step) {
             return self.rollback(failure(
                 ServerException,
@@ -629,7 +752,7 @@ impl Supervisor {
             seq,
             result: gate::run(&spec),
         });
-        self.failpoint(if start == Step::StartNew {
+        self.failpoint(if gate_step == Step::HealthGate {
             "during-gate"
         } else {
             "during-rollback-gate"
@@ -668,7 +791,7 @@ impl Supervisor {
     /// Fail before anything changed on the host: FAILED, no rollback.
     fn fail(&mut self, f: Failure) {
         log::error!("update failed: {}: {}", f.name, f.message);
-        let partial = self.paths.partial(&self.rec().target.version);
+        let partial = self.paths.partial(&self.rec().target.key());
         self.rec_mut().error = Some(f);
         self.advance(State::Failed, Step::Done);
         let _ = fs::remove_file(partial);
@@ -758,7 +881,7 @@ impl Supervisor {
             }
         }
         let back_to = self.rollback_version();
-        self.start_and_gate(Step::RollbackStart, Step::RollbackGate, back_to);
+        self.rollback_start(back_to);
     }
 
     /// The rollback's gate reported (or the rollback could not go on).
@@ -798,6 +921,10 @@ impl Supervisor {
         match ev {
             UpdateEvent::Progress { id, done, total } => {
                 if self.current_id(&id) {
+                    if done > self.update.progress_seen {
+                        self.update.counters.downloaded_bytes += done - self.update.progress_seen;
+                    }
+                    self.update.progress_seen = done;
                     self.update.progress = Some((done, total));
                 }
             }
@@ -806,7 +933,20 @@ impl Supervisor {
                     return;
                 }
                 match result {
-                    Ok(()) => {
+                    Ok(learned) => {
+                        let was_unknown = self.rec().target.version.is_empty();
+                        self.rec_mut().target = learned.clone();
+                        if was_unknown {
+                            // Only now is the version known: the checks a
+                            // request with a version gets up front.
+                            if let Err(e) = self.check_target(&learned, self.rec().force) {
+                                return self.fail(failure(
+                                    EcsErrorName::parse(&e.name).unwrap_or(ClientException),
+                                    "refused",
+                                    e.message,
+                                ));
+                            }
+                        }
                         if self.advance(State::Staged, Step::Staged) {
                             self.after_staged();
                         } else {
@@ -847,7 +987,7 @@ impl Supervisor {
                 }
             }
             UpdateEvent::Snapshot { id, result } => {
-                if !self.current_id(&id) || self.rec().step != Step::Snapshot {
+                if !self.current_id(&id) || self.rec().step != Step::StopOld {
                     return;
                 }
                 match result {
@@ -891,7 +1031,7 @@ impl Supervisor {
             return false;
         }
         match r.step {
-            Step::StartNew | Step::HealthGate => {
+            Step::StopOld | Step::HealthGate => {
                 self.update.gate_seq += 1; // the running gate is moot
                 self.rollback(failure(
                     ServerException,
@@ -1046,28 +1186,42 @@ impl Supervisor {
                     self.begin_perform();
                 }
             }
-            (_, Step::StopOld | Step::Snapshot) => self.take_snapshot(),
-            (_, Step::Switch) => self.switch_and_start(),
-            (_, Step::StartNew | Step::HealthGate) => {
-                self.rec_mut().attempts += 1;
-                if self.rec().attempts > MAX_ATTEMPTS {
-                    self.rollback(failure(
-                        ServerException,
-                        "interrupted",
-                        format!(
-                            "the warden stopped {MAX_ATTEMPTS} times while the new build was being checked"
-                        ),
-                    ));
+            (_, Step::StopOld | Step::HealthGate) => {
+                let target = rec.target.version.clone();
+                let store = Store::new(&self.paths);
+                if store.link_name(&self.paths.current()).as_deref() != Some(target.as_str()) {
+                    // Not switched yet: the old agent is stopped (an orphan
+                    // was stopped at start); snapshot, switch, start.
+                    self.take_snapshot();
                 } else {
-                    let v = rec.target.version.clone();
-                    self.start_and_gate(Step::StartNew, Step::HealthGate, v);
+                    self.rec_mut().attempts += 1;
+                    if self.rec().attempts > MAX_ATTEMPTS {
+                        self.rollback(failure(
+                            ServerException,
+                            "interrupted",
+                            format!(
+                                "the warden stopped {MAX_ATTEMPTS} times while the new build was being checked"
+                            ),
+                        ));
+                    } else {
+                        self.start_agent();
+                        if self.agent_running() {
+                            self.run_gate(Step::HealthGate, target);
+                        } else {
+                            self.rollback(failure(
+                                ServerException,
+                                "start",
+                                format!("build {target} could not be started"),
+                            ));
+                        }
+                    }
                 }
             }
             (_, Step::RollbackStop | Step::RollbackSwitch) => self.rollback_switch(),
             (_, Step::RollbackRestore) => self.rollback_switch(),
             (_, Step::RollbackStart | Step::RollbackGate) => {
                 let v = self.rollback_version();
-                self.start_and_gate(Step::RollbackStart, Step::RollbackGate, v);
+                self.rollback_start(v);
             }
             (_, Step::Downloading | Step::Staged | Step::Done) => {
                 self.start_agent();
@@ -1108,10 +1262,10 @@ impl Supervisor {
                 .strip_prefix('.')
                 .and_then(|n| n.strip_suffix(".partial"))
             {
-                !in_flight.is_some_and(|r| r.target.version == v)
+                in_flight.is_none_or(|r| r.target.version != v)
             } else if name.starts_with('.') {
                 // Leftovers: temporary build directories and symlinks.
-                !in_flight.is_some() || name.contains(".tmp-") || name.contains(".link.")
+                in_flight.is_none() || name.contains(".tmp-") || name.contains(".link.")
             } else {
                 !keep.contains(&name)
             };
@@ -1176,8 +1330,23 @@ impl Supervisor {
             doc["bytesTotal"] = json!(total);
         }
         doc["lastRefusal"] = self.update.last_refusal.clone().unwrap_or(Value::Null);
+        doc["counters"] = json!({
+            "updates": {"UPDATED": self.update.counters.updated, "FAILED": self.update.counters.failed},
+            "downloadedBytes": self.update.counters.downloaded_bytes,
+            "lastUpdateSeconds": self.update.counters.last_update_seconds,
+        });
         doc["quarantined"] = json!(quarantined);
         doc["history"] = json!(history);
         doc
     }
+}
+
+/// The version a downloaded (verified) executable reports.
+fn probe_partial(
+    partial: &std::path::Path,
+) -> std::result::Result<(String, Option<String>), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(partial, fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", partial.display()))?;
+    store::probe_version(partial).map_err(|e| e.to_string())
 }

@@ -1,7 +1,9 @@
 //! Snapshot and restore of the agent's data directory.
 //!
 //! Take (the old agent is stopped, so the copy is consistent):
-//! 1. copy `var/lib/ecs/data` into `<dest>.tmp` (files fsynced);
+//! 1. copy `var/lib/ecs/data` into `<dest>.tmp`, each file fsynced (not
+//!    `syncfs(2)`: on a busy host that would flush everyone's dirty data
+//!    inside the agent's downtime);
 //! 2. rename `<dest>.tmp` to `<dest>`, fsync the parent.
 //!
 //! Restore (idempotent; redone whole after a crash):

@@ -352,6 +352,14 @@ impl Host {
                 kill_tasks(&v);
             }
         }
+        // Last resort: anything still running from this root's executables
+        // (an agent whose warden was killed before recording it).
+        for pid in processes_under(&self.root, true) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
@@ -400,6 +408,241 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Processes, ports and logs: what the supervisor, config and CLI tests look at.
+
+/// Whether `pid` is a live process (not a zombie).
+pub fn pid_alive(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    match stat.rfind(')') {
+        Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+        None => false,
+    }
+}
+
+/// The process group of `pid` (field 5 of `/proc/PID/stat`).
+pub fn pgid_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The environment of a running process, from `/proc/PID/environ`.
+pub fn environ_of(pid: i32) -> std::collections::BTreeMap<String, String> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Live processes whose executable lies under `dir`, task processes of the
+/// sample agent (which re-executes itself) left out: the agents started
+/// from a root.
+pub fn agent_processes_under(dir: &Path) -> Vec<i32> {
+    processes_under(dir, false)
+}
+
+/// Live processes whose executable lies under `dir`, task processes
+/// included when `tasks`.
+pub fn processes_under(dir: &Path, tasks: bool) -> Vec<i32> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(exe) = fs::read_link(e.path().join("exe")) else {
+            continue;
+        };
+        if !exe.starts_with(&dir) || !pid_alive(pid) {
+            continue;
+        }
+        let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if !tasks && String::from_utf8_lossy(&cmdline).contains("task-process") {
+            continue;
+        }
+        out.push(pid);
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Whether something accepts connections on `127.0.0.1:port`.
+pub fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(300),
+    )
+    .is_ok()
+}
+
+/// Milliseconds in a `humantime` duration as the warden logs it
+/// (`53ms`, `1s 200ms`, `0s`).
+pub fn parse_humantime_ms(s: &str) -> Option<f64> {
+    let mut total = 0f64;
+    for tok in s.split_whitespace() {
+        let split = tok.find(|c: char| !c.is_ascii_digit())?;
+        let n: f64 = tok[..split].parse().ok()?;
+        total += n * match &tok[split..] {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1000.0,
+            "ms" => 1.0,
+            "us" => 0.001,
+            "ns" => 0.000_001,
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+/// A process placed in another process's group; killed when dropped.
+pub struct Decoy(pub Child);
+
+impl Decoy {
+    /// `sleep 600` in process group `pgid` (same session as the test).
+    pub fn in_group(pgid: i32) -> Decoy {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .process_group(pgid)
+            .spawn()
+            .expect("spawn decoy sleep");
+        Decoy(child)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    /// Whether it still runs (reaping it if it died).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Host {
+    /// Append lines to `var/lib/ecs/ecs.config` (the packaged defaults).
+    pub fn write_var_config(&self, kv: &[(&str, &str)]) {
+        let p = self.path("var/lib/ecs/ecs.config");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut text = fs::read_to_string(&p).unwrap_or_default();
+        for (k, v) in kv {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        fs::write(p, text).unwrap();
+    }
+
+    /// Append raw text to `etc/ecs/ecs.config`; the 1-based number of the
+    /// first appended line.
+    pub fn append_config_text(&self, text: &str) -> usize {
+        let p = self.path("etc/ecs/ecs.config");
+        let mut cur = fs::read_to_string(&p).unwrap_or_default();
+        let line = cur.lines().count() + 1;
+        cur.push_str(text);
+        fs::write(p, cur).unwrap();
+        line
+    }
+
+    /// The running warden's pid.
+    pub fn warden_pid(&self) -> i32 {
+        self.warden.as_ref().expect("warden started").id() as i32
+    }
+
+    /// Agents started from this root that are alive now.
+    pub fn agent_processes(&self) -> Vec<i32> {
+        agent_processes_under(&self.root)
+    }
+
+    /// Wait until the warden log contains `needle`; the log.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        wait_for(&format!("{needle:?} in the warden log"), timeout, || {
+            let log = self.log();
+            log.contains(needle).then_some(log)
+        })
+    }
+
+    /// Poll the status document until `pred` accepts it.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for(what, timeout, || self.status().filter(|s| pred(s)))
+    }
+
+    /// Wait for a running agent other than `not` that answers; its pid.
+    pub fn wait_new_agent(&self, not: Option<i32>, timeout: Duration) -> i32 {
+        let st = self.wait_status("a (new) running agent", timeout, |s| {
+            s["supervisor"]["agentState"] == "RUNNING"
+                && s["supervisor"]["agentPid"].as_i64().map(|p| p as i32) != not
+        });
+        let pid = st["supervisor"]["agentPid"].as_i64().unwrap() as i32;
+        wait_for("the agent to answer", timeout, || self.get("/v1/metadata"));
+        pid
+    }
+
+    /// Warden log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Run `cmd` to completion, killing it (and failing) after `timeout`: a
+/// verb that should exit at once must not hang the suite when it does not.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} did not exit within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+impl Host {
+    /// A CLI verb that must finish within 20 s.
+    pub fn cli_bounded(&self, args: &[&str]) -> Output {
+        let mut c = self.cmd();
+        c.args(args);
+        run_bounded(c, Duration::from_secs(20))
+    }
 }
 
 // ----- update helpers (tests/update.rs, faults.rs, crash_matrix.rs) -----
@@ -545,33 +788,6 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    /// Agent processes running a build of this root (task processes,
-    /// which re-execute the same binary, are left out).
-    pub fn agent_processes(&self) -> Vec<i32> {
-        let store = self.path("var/lib/ecs-warden/agents");
-        let mut pids = Vec::new();
-        for e in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(exe) = fs::read_link(e.path().join("exe")) else {
-                continue;
-            };
-            if !exe.starts_with(&store) {
-                continue;
-            }
-            let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if argv.iter().any(|a| a.starts_with(b"task-process"))
-                || argv[0].starts_with(b"sample-agent-task")
-            {
-                continue;
-            }
-            pids.push(pid);
-        }
-        pids
     }
 
     /// The host is whole and runs `version`: `current` points at a complete

@@ -86,7 +86,7 @@ pub fn effective(
     stamped: Option<&Fault>,
     version: &str,
 ) -> Fault {
-    let env_applies = env_version.map_or(true, |v| v == version);
+    let env_applies = env_version.is_none_or(|v| v == version);
     match (env, stamped) {
         (Some(env), _) if env_applies => env.clone(),
         (_, Some(stamped)) => stamped.clone(),

@@ -63,7 +63,7 @@ impl UpdateOutcome {
     /// 200 when every step that was sent got an HTTP answer, else 502.
     pub fn http_status(&self) -> u16 {
         let answered = |s: &Step| matches!(s, Step::Answered { .. });
-        if answered(&self.stage) && self.perform.as_ref().map_or(true, answered) {
+        if answered(&self.stage) && self.perform.as_ref().is_none_or(answered) {
             200
         } else {
             502
