@@ -660,7 +660,12 @@ fn bad_build(fault: &str, extra: &[(&str, &str)], task: bool) -> (Host, Server, 
         .filter(|l| l["id"] == id)
         .map(|l| l["step"].as_str().unwrap().to_string())
         .collect();
-    for s in ["stop-old", "health-gate", "rollback-switch", "rollback-gate"] {
+    for s in [
+        "stop-old",
+        "health-gate",
+        "rollback-switch",
+        "rollback-gate",
+    ] {
         assert!(steps.iter().any(|x| x == s), "{s} in {steps:?}");
     }
     assert!(u["quarantined"]["1.1.0"].is_object(), "{u:#}");

@@ -5,7 +5,8 @@
 //! download's status checks, caps, timeouts, retries and resumes are proven
 //! against a real socket. Every response closes its connection; every
 //! request is recorded (method, path, `Range`) so a test can assert that a
-//! retry resumed with `Range: bytes=K-`.
+//! retry resumed with `Range: bytes=K-`. `HEAD` gets the headers the
+//! same request would (the fault's `Content-Length` included), no body.
 //!
 //! The server runs on its own accept thread, one thread per connection, and
 //! stops when dropped (stalled connections are released then too).
@@ -227,12 +228,14 @@ fn handle(mut conn: TcpStream, shared: &Mutex<Shared>, stop: &AtomicBool) {
         let _ = respond_text(&mut conn, 404, "Not Found", "no such file\n");
         return;
     };
+    let head_only = method == "HEAD";
     let _ = answer(
         &mut conn,
         &body,
         content_type,
         &fault,
         range.as_deref(),
+        head_only,
         stop,
     );
 }
@@ -308,6 +311,7 @@ fn answer(
     content_type: &str,
     fault: &Fault,
     range: Option<&str>,
+    head_only: bool,
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     if let Fault::Status(code) = fault {
@@ -344,6 +348,9 @@ fn answer(
     }
     head.push_str("\r\n");
     conn.write_all(head.as_bytes())?;
+    if head_only {
+        return conn.flush();
+    }
     let cut = |k: u64| &slice[..k.min(len) as usize];
     match fault {
         Fault::Serve | Fault::IgnoreRange | Fault::LieLength(_) => conn.write_all(slice)?,
