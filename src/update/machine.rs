@@ -29,6 +29,7 @@
 //! was started three times without passing its gate is rolled back.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
@@ -469,6 +470,18 @@ impl Supervisor {
                 }
                 return;
             }
+            // The install would refuse it after the whole download.
+            return self.fail(failure(
+                ClientException,
+                "conflict",
+                format!(
+                    "build {} is already installed at {} with a different sha256 ({}, the manifest says {}); publish the change as a new version, or remove that directory first",
+                    target.version,
+                    self.paths.display_rel(&b.dir),
+                    b.artifact.sha256,
+                    target.sha256
+                ),
+            ));
         }
         if !self.advance(State::Staging, Step::Downloading) {
             return self.fail(failure(
@@ -1102,6 +1115,13 @@ impl Supervisor {
             return Err(format!("{} is not a regular file", file.display()));
         }
         let (sha256, size) = store::hash_file(&file).map_err(|e| e.to_string())?;
+        // The agent stages a download (0644, like its image tarballs), but
+        // the version probe executes it: give the owner the execute bit.
+        let mode = meta.permissions().mode();
+        if mode & 0o100 == 0 {
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode | 0o100))
+                .map_err(|e| format!("make {} executable: {e}", file.display()))?;
+        }
         let (version, git_hash) = store::probe_version(&file).map_err(|e| e.to_string())?;
         Ok(Some(Target {
             version,

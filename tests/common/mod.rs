@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -640,5 +642,221 @@ impl Host {
         let mut c = self.cmd();
         c.args(args);
         run_bounded(c, Duration::from_secs(20))
+    }
+}
+
+// ----- update helpers (tests/update.rs, faults.rs, crash_matrix.rs) -----
+
+/// The sample agent without its debug info (2-3 MB instead of ~18): the
+/// builds the update tests download, hash and install. Made once per test
+/// process with `strip`; the full binary where that fails.
+pub fn small_sample() -> &'static Path {
+    static SMALL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SMALL.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let tmp = dir.join(format!("sample-agent.{}.stripped", std::process::id()));
+        let out = dir.join("sample-agent.stripped");
+        let ok = Command::new("strip")
+            .arg("-o")
+            .arg(&tmp)
+            .arg(SAMPLE)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok && fs::rename(&tmp, &out).is_ok() {
+            out
+        } else {
+            let _ = fs::remove_file(&tmp);
+            PathBuf::from(SAMPLE)
+        }
+    })
+}
+
+/// What a CLI verb did.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// stdout parsed as JSON (`--json` verbs).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+impl Host {
+    /// Like `stamp`, from `small_sample()`.
+    pub fn stamp_small(&self, version: &str, fault: Option<&str>, out: &Path) -> PathBuf {
+        let mut cmd = Command::new(small_sample());
+        cmd.args(["stamp", version]).arg(out);
+        if let Some(f) = fault {
+            cmd.args(["--fault", f]);
+        }
+        let st = cmd.status().unwrap();
+        assert!(st.success(), "stamp {version}");
+        out.to_path_buf()
+    }
+
+    /// Replace the bundled 1.0.0 by a small one (before `start`).
+    pub fn small_bundled(&self) {
+        self.stamp_small("1.0.0", None, &self.path("var/cache/ecs/ecs-agent"));
+    }
+
+    /// Run a CLI verb; panic (with the warden's log) if it takes over 60 s.
+    pub fn run(&self, args: &[&str]) -> Ran {
+        let child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                panic!("`ecs-warden {}` hung; log:\n{}", args.join(" "), self.log());
+            }
+        };
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The update journal (`var/lib/ecs-warden/state.json`), parsed.
+    pub fn journal(&self) -> Option<Value> {
+        let bytes = fs::read(self.path("var/lib/ecs-warden/state.json")).ok()?;
+        Some(serde_json::from_slice(&bytes).expect("state.json is valid JSON"))
+    }
+
+    /// Every line of `history.jsonl` (a torn last line is skipped).
+    pub fn history(&self) -> Vec<Value> {
+        fs::read_to_string(self.path("var/lib/ecs-warden/history.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The states update `id` went through, repeats folded.
+    pub fn states_of(&self, id: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for l in self.history().iter().filter(|l| l["id"] == id) {
+            let s = l["state"].as_str().unwrap_or("?").to_string();
+            if out.last() != Some(&s) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// The `update` part of `status --json`.
+    pub fn update_doc(&self) -> Value {
+        self.status()
+            .map(|s| s["update"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Wait until the update in the journal has ended (UPDATED or FAILED)
+    /// and the warden answers; its `update` status document.
+    pub fn wait_update_end(&self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let u = self.update_doc();
+            if matches!(u["state"].as_str(), Some("UPDATED" | "FAILED")) {
+                return u;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the update did not end within {timeout:?}: {u:#}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The host is whole and runs `version`: `current` points at a complete
+    /// build of it, the agent answers with it, exactly one agent process
+    /// runs, the journal parses and nothing is in flight, no partial
+    /// download is left.
+    pub fn assert_intact(&self, version: &str) {
+        let agents = self.path("var/lib/ecs-warden/agents");
+        let cur = fs::read_link(agents.join("current")).expect("agents/current is a symlink");
+        let dir = agents.join(&cur);
+        let marker: Value = serde_json::from_slice(
+            &fs::read(dir.join("artifact.json"))
+                .unwrap_or_else(|e| panic!("{}/artifact.json: {e}", dir.display())),
+        )
+        .expect("artifact.json parses");
+        assert_eq!(marker["version"], version, "artifact.json of current");
+        assert!(
+            dir.join("ecs-agent").is_file(),
+            "current has its executable"
+        );
+        let exe = fs::read(dir.join("ecs-agent")).unwrap();
+        assert_eq!(
+            marker["sha256"],
+            sha256_fast(&exe),
+            "current's executable is whole"
+        );
+        self.wait_agent(version);
+        wait_for("exactly one agent process", Duration::from_secs(10), || {
+            (self.agent_processes().len() == 1).then_some(())
+        });
+        if let Some(j) = self.journal() {
+            let state = j["state"].as_str().unwrap_or("?");
+            assert!(
+                matches!(state, "UPDATED" | "FAILED"),
+                "journal still in flight: {j:#}"
+            );
+        }
+        let partials: Vec<String> = fs::read_dir(&agents)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".partial") || n.contains(".tmp-"))
+            .collect();
+        assert!(partials.is_empty(), "leftovers in the store: {partials:?}");
+    }
+}
+
+/// SHA-256 (hex) of `bytes` through coreutils' `sha256sum` (the crate's
+/// sha2 is unoptimised in test builds and takes seconds per build), or
+/// `sha256_hex` where that is missing.
+pub fn sha256_fast(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return sha256_hex(bytes);
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let fed = stdin.write_all(bytes);
+    drop(stdin);
+    match child.wait_with_output() {
+        Ok(out) if out.status.success() && fed.is_ok() => String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        _ => sha256_hex(bytes),
     }
 }
