@@ -507,10 +507,26 @@ fn package_lists_the_files_with_their_modes() {
         assert_eq!(m, mode, "mode of {path}");
         assert_eq!(t.as_deref(), target, "symlink target of {path}");
     }
-    // Nothing else but rpm's own build-id links.
+    // The docs, since README.md and LICENSE exist.
+    for doc in [
+        "/usr/share/doc/ecs-warden-0.1.0/README.md",
+        "/usr/share/licenses/ecs-warden-0.1.0/LICENSE",
+    ] {
+        if !files.contains_key(doc) {
+            let alt = doc.replace("-0.1.0", "");
+            assert!(
+                files.contains_key(&alt),
+                "{doc} not in the package:\n{listing}"
+            );
+        }
+    }
+    // Nothing else but the docs and rpm's own build-id links.
     for path in files.keys() {
         assert!(
-            expect.iter().any(|(p, _, _)| p == path) || path.starts_with("/usr/lib/.build-id"),
+            expect.iter().any(|(p, _, _)| p == path)
+                || path.starts_with("/usr/lib/.build-id")
+                || path.starts_with("/usr/share/doc/ecs-warden")
+                || path.starts_with("/usr/share/licenses/ecs-warden"),
             "unexpected file in the package: {path}"
         );
     }

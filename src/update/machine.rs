@@ -82,6 +82,10 @@ pub enum UpdateEvent {
         id: String,
         result: std::result::Result<(), String>,
     },
+    /// What the agent staged before it exited 42, checked and hashed.
+    Exit42 {
+        result: std::result::Result<Option<Target>, String>,
+    },
     Gate {
         id: String,
         seq: u64,
@@ -923,6 +927,7 @@ impl Supervisor {
 
     pub(crate) fn on_update_event(&mut self, ev: UpdateEvent) {
         match ev {
+            UpdateEvent::Exit42 { result } => self.on_exit_42_target(result),
             UpdateEvent::Progress { id, done, total } => {
                 if self.current_id(&id) {
                     if done > self.update.progress_seen {
@@ -1054,8 +1059,27 @@ impl Supervisor {
     }
 
     /// Exit code 42: the agent staged an update itself (`desired-image`).
+    /// The file check and hash run on a worker (a build may be large); the
+    /// agent stays down meanwhile, as it asked.
     pub(crate) fn on_exit_42(&mut self) {
-        match self.exit_42_target() {
+        if !self.paths.desired_image().exists() {
+            log::info!(
+                "no update is staged (no {}); restarting the agent",
+                self.paths.display_rel(&self.paths.desired_image())
+            );
+            return self.start_agent();
+        }
+        let paths = self.paths.clone();
+        self.spawn_worker("exit-42", move || UpdateEvent::Exit42 {
+            result: exit_42_target(&paths),
+        });
+    }
+
+    fn on_exit_42_target(&mut self, result: std::result::Result<Option<Target>, String>) {
+        if self.shutting_down || !matches!(self.agent, crate::supervisor::AgentState::Down) {
+            return;
+        }
+        match result {
             Ok(Some(target)) => {
                 let file = target.url.clone();
                 let req = Request {
@@ -1091,45 +1115,6 @@ impl Supervisor {
                 self.start_agent();
             }
         }
-    }
-
-    /// Read `desired-image`, check the file it names, and describe it.
-    fn exit_42_target(&self) -> std::result::Result<Option<Target>, String> {
-        let desired = self.paths.desired_image();
-        let name = match fs::read_to_string(&desired) {
-            Ok(s) => s.trim().to_string(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("read {}: {e}", desired.display())),
-        };
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(format!(
-                "{} names {name:?}, not a file in {}",
-                desired.display(),
-                self.paths.cache_dir.display()
-            ));
-        }
-        let file = self.paths.cache_dir.join(&name);
-        let meta = fs::symlink_metadata(&file)
-            .map_err(|e| format!("{} names {}: {e}", desired.display(), file.display()))?;
-        if !meta.is_file() {
-            return Err(format!("{} is not a regular file", file.display()));
-        }
-        let (sha256, size) = store::hash_file(&file).map_err(|e| e.to_string())?;
-        // The agent stages a download (0644, like its image tarballs), but
-        // the version probe executes it: give the owner the execute bit.
-        let mode = meta.permissions().mode();
-        if mode & 0o100 == 0 {
-            fs::set_permissions(&file, fs::Permissions::from_mode(mode | 0o100))
-                .map_err(|e| format!("make {} executable: {e}", file.display()))?;
-        }
-        let (version, git_hash) = store::probe_version(&file).map_err(|e| e.to_string())?;
-        Ok(Some(Target {
-            version,
-            git_hash,
-            url: format!("file://{}", file.display()),
-            sha256,
-            size,
-        }))
     }
 
     fn consume_desired_image(&self) {
@@ -1353,4 +1338,44 @@ fn probe_partial(
     fs::set_permissions(partial, fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("chmod {}: {e}", partial.display()))?;
     store::probe_version(partial).map_err(|e| e.to_string())
+}
+
+/// Read `desired-image`, check the file it names, and describe it (on a
+/// worker thread: hashing a build takes a while).
+fn exit_42_target(paths: &Paths) -> std::result::Result<Option<Target>, String> {
+    let desired = paths.desired_image();
+    let name = match fs::read_to_string(&desired) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("read {}: {e}", desired.display())),
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "{} names {name:?}, not a file in {}",
+            desired.display(),
+            paths.cache_dir.display()
+        ));
+    }
+    let file = paths.cache_dir.join(&name);
+    let meta = fs::symlink_metadata(&file)
+        .map_err(|e| format!("{} names {}: {e}", desired.display(), file.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", file.display()));
+    }
+    let (sha256, size) = store::hash_file(&file).map_err(|e| e.to_string())?;
+    // The agent stages a download (0644, like its image tarballs), but
+    // the version probe executes it: give the owner the execute bit.
+    let mode = meta.permissions().mode();
+    if mode & 0o100 == 0 {
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode | 0o100))
+            .map_err(|e| format!("make {} executable: {e}", file.display()))?;
+    }
+    let (version, git_hash) = store::probe_version(&file).map_err(|e| e.to_string())?;
+    Ok(Some(Target {
+        version,
+        git_hash,
+        url: format!("file://{}", file.display()),
+        sha256,
+        size,
+    }))
 }
