@@ -240,6 +240,17 @@ fn read_some(conn: &mut Conn, buf: &mut [u8], deadline: Instant) -> Result<usize
     }
 }
 
+fn owned_headers(hs: &[httparse::Header]) -> Vec<(String, String)> {
+    hs.iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Read one request, head and body, before `deadline`.
 pub fn read_request(
     conn: &mut Conn,
@@ -269,16 +280,7 @@ pub fn read_request(
                     method: parsed.method.unwrap_or("").to_string(),
                     path: path.to_string(),
                     query: query.to_string(),
-                    headers: parsed
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_string(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect(),
+                    headers: owned_headers(parsed.headers),
                     body: Vec::new(),
                     tcp,
                 };
@@ -519,16 +521,7 @@ pub fn client_request(
     };
     Ok(ClientResponse {
         status: resp.code.unwrap_or(0),
-        headers: resp
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
+        headers: owned_headers(resp.headers),
         body: buf[head_len..].to_vec(),
     })
 }
