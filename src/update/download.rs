@@ -109,14 +109,20 @@ impl Sink {
         }
     }
 
+    /// A buffer of `CHUNK` bytes to read into. A recycled buffer keeps the
+    /// length it was last filled to, so only a new buffer (or the tail of a
+    /// short one) is zeroed: zeroing every chunk cost as much CPU as the
+    /// socket copy itself.
     fn buffer(&mut self) -> Vec<u8> {
-        if let Ok(mut b) = self.back.try_recv() {
-            b.clear();
-            return b;
-        }
-        self.spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+        let mut b = match self.back.try_recv() {
+            Ok(b) => b,
+            Err(_) => self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(CHUNK)),
+        };
+        b.resize(CHUNK, 0);
+        b
     }
 
     fn push(&mut self, buf: Vec<u8>) -> bool {
@@ -425,7 +431,6 @@ fn stream(
     let mut result: Result<(), DlError> = Ok(());
     'outer: loop {
         let mut buf = sink.buffer();
-        buf.resize(CHUNK, 0);
         let mut filled = 0;
         // Fill one chunk (or hit EOF) before handing it over.
         while filled < CHUNK {
