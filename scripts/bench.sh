@@ -210,14 +210,19 @@ fi
 
 # ----- builds ---------------------------------------------------------------
 
-say "building (release)"
-cargo build --release --bins --quiet
-W=$REPO/target/release/ecs-warden
-S=$REPO/target/release/sample-agent
+# The full run measures the release build. --quick only keeps the script
+# honest: it builds the `quick` profile (release without LTO, compiles in a
+# fraction of the time); BENCH_PROFILE overrides either.
+if [ "$QUICK" = 1 ]; then PROFILE=${BENCH_PROFILE:-quick}; else PROFILE=${BENCH_PROFILE:-release}; fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+say "building ($PROFILE)"
+cargo build --profile "$PROFILE" --bins --quiet
+W=$TARGET_DIR/$PROFILE/ecs-warden
+S=$TARGET_DIR/$PROFILE/sample-agent
 MUSL=
 if [ "$MUSL_OK" = 1 ]; then
-    if cargo build --release --quiet --target x86_64-unknown-linux-musl --bin ecs-warden; then
-        MUSL=$REPO/target/x86_64-unknown-linux-musl/release/ecs-warden
+    if cargo build --profile "$PROFILE" --quiet --target x86_64-unknown-linux-musl --bin ecs-warden; then
+        MUSL=$TARGET_DIR/x86_64-unknown-linux-musl/$PROFILE/ecs-warden
     else
         missing "a working musl build (cargo build --target x86_64-unknown-linux-musl failed)"
     fi

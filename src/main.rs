@@ -28,7 +28,14 @@ fn main() {
 
 fn real_main(args: &[String], env_root: Option<String>, edge: &Edge) -> Exit {
     let cli = match cli::parse(args, env_root) {
-        Ok(c) => c,
+        // The agent starts from its build directory: every path must be
+        // absolute, so a relative --root is resolved here, once.
+        Ok(mut c) => {
+            if let Ok(abs) = std::path::absolute(&c.root) {
+                c.root = abs;
+            }
+            c
+        }
         Err(e) => {
             eprintln!("ecs-warden: {e}\n\n{}", cli::usage());
             return e.exit();
