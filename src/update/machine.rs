@@ -1130,6 +1130,13 @@ impl Supervisor {
 
     // ----- recovery -------------------------------------------------------
 
+    /// Start the agent unless one runs (after a re-exec it is adopted).
+    fn ensure_agent(&mut self) {
+        if matches!(self.agent, crate::supervisor::AgentState::Down) {
+            self.start_agent();
+        }
+    }
+
     /// Resume or undo what a previous warden left in flight. Returns true
     /// when the caller should start the agent as usual.
     pub(crate) fn recover(&mut self) -> bool {
@@ -1149,17 +1156,17 @@ impl Supervisor {
         );
         match (rec.state, rec.step) {
             (State::Pending | State::Staging, _) => {
-                self.start_agent();
+                self.ensure_agent();
                 self.start_staging();
             }
             (State::Staged, _) => {
-                self.start_agent();
+                self.ensure_agent();
                 if rec.perform {
                     self.begin_perform();
                 }
             }
             (_, Step::Reverify | Step::RecordTasks | Step::Accepted) => {
-                self.start_agent();
+                self.ensure_agent();
                 if rec.origin == Origin::Rollback {
                     self.rec_mut().attempts += 1;
                     if rec.attempts >= MAX_ATTEMPTS {
@@ -1213,7 +1220,7 @@ impl Supervisor {
                 self.rollback_start(v);
             }
             (_, Step::Downloading | Step::Staged | Step::Done) => {
-                self.start_agent();
+                self.ensure_agent();
                 self.start_staging();
             }
         }
