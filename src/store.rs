@@ -13,7 +13,7 @@
 //! one rename(2) (`durable::switch_symlink`) and never points nowhere.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -361,13 +361,6 @@ pub fn parse_version_banner(out: &str) -> Option<(String, Option<String>)> {
         }
     }
     ver.filter(|v| parse_version(v).is_ok()).map(|v| (v, hash))
-}
-
-/// Write `bytes` to a fresh file (tests, demo helpers).
-pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]

@@ -60,11 +60,7 @@ fn crash_at(point: &str, journal_step: &str) {
 fn crash_case(point: &str, journal_step: &str, after_restart: Option<Fault>) {
     let rollback = point.contains("rollback");
     let srv = Server::start();
-    let mut host = Host::new();
-    host.small_bundled();
-    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
-    host.start_with_env(&[("ECS_WARDEN_FAILPOINT", point)]);
-    host.wait_agent("1.0.0");
+    let mut host = failpoint_host(&srv, point);
     let task = host.start_task("web");
     // The rollback points need a build that fails its gate.
     let fault = rollback.then_some("crash");
@@ -155,11 +151,7 @@ fn crash_case(point: &str, journal_step: &str, after_restart: Option<Fault>) {
 /// (after a good update to 1.1.0), restart it: the rollback completes.
 fn rollback_crash_at(point: &str, journal_step: &str) {
     let srv = Server::start();
-    let mut host = Host::new();
-    host.small_bundled();
-    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
-    host.start_with_env(&[("ECS_WARDEN_FAILPOINT", point)]);
-    host.wait_agent("1.0.0");
+    let mut host = failpoint_host(&srv, point);
     let task = host.start_task("web");
     let b110 = host.stamp_small("1.1.0", None, &host.path("srv/1.1.0"));
     srv.publish(&[("1.1.0", &b110)]);
@@ -358,4 +350,15 @@ matrix! {
     during_rollback: "during-rollback" => "rollback-switch",
     after_rollback_start: "after-rollback-start" => "rollback-start",
     during_rollback_gate: "during-rollback-gate" => "rollback-gate",
+}
+
+/// A host on the small 1.0.0, updating from `srv`, whose warden dies at
+/// fail point `point`; started and answering.
+fn failpoint_host(srv: &Server, point: &str) -> Host {
+    let mut host = Host::new();
+    host.small_bundled();
+    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
+    host.start_with_env(&[("ECS_WARDEN_FAILPOINT", point)]);
+    host.wait_agent("1.0.0");
+    host
 }

@@ -395,12 +395,7 @@ fn exit_42_performs_the_build_the_agent_staged() {
     let cache = host.path("var/cache/ecs");
     assert!(!cache.join("desired-image").exists());
     assert!(!staged_name.is_empty() && !cache.join(&staged_name).exists());
-    let left: Vec<String> = fs::read_dir(&cache)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".ecs-update."))
-        .collect();
+    let left = update_files_left(&cache);
     assert!(left.is_empty(), "{left:?}");
     assert!(srv.seen().is_empty(), "no server was asked");
 }
@@ -439,12 +434,7 @@ fn bad_exit_42(host: &Host, what: &str, trigger: impl Fn(), said: &str) {
     let log = host.log()[log_before..].to_string();
     assert!(log.contains(said), "{what}: the log lacks {said:?}:\n{log}");
     assert!(!cache.join("desired-image").exists(), "{what}");
-    let left: Vec<String> = fs::read_dir(&cache)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".ecs-update."))
-        .collect();
+    let left = update_files_left(&cache);
     assert!(left.is_empty(), "{what}: {left:?}");
     assert!(host.journal().is_none(), "{what}: no update was recorded");
 }
@@ -475,4 +465,14 @@ fn exit_42_with_a_bad_staged_file_restarts_the_old_agent() {
         "refused: NoUpdateAvailableException",
     );
     host.assert_intact("1.0.0");
+}
+
+/// Agent-downloaded update files still in `var/cache/ecs`.
+fn update_files_left(cache: &std::path::Path) -> Vec<String> {
+    fs::read_dir(cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".ecs-update."))
+        .collect()
 }

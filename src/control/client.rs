@@ -51,11 +51,3 @@ pub fn call(paths: &Paths, method: &str, path: &str, body: Option<&Value>) -> Re
         },
     })
 }
-
-/// Whether a warden answers on this root's control socket.
-pub fn is_running(paths: &Paths) -> bool {
-    !matches!(
-        call(paths, "GET", "/v1/status", None),
-        Err(Error::NotRunning { .. })
-    )
-}

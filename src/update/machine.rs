@@ -804,10 +804,8 @@ impl Supervisor {
         self.advance(State::Failed, Step::Done);
         let _ = fs::remove_file(partial);
         self.update.progress = None;
-        if !self.agent_running() && !self.shutting_down {
-            if let crate::supervisor::AgentState::Down = self.agent {
-                self.start_agent();
-            }
+        if !self.shutting_down {
+            self.ensure_agent();
         }
         self.housekeeping();
     }

@@ -42,16 +42,20 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// Whether a Docker engine answers. With `ECS_WARDEN_REQUIRE_DOCKER=1`
-/// (set by CI) a missing engine fails the test instead of skipping it.
-pub fn docker_available(test: &str) -> bool {
-    let ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
+/// Whether `docker ARGS` succeeds (output discarded).
+fn docker_ok(args: &[&str]) -> bool {
+    Command::new("docker")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether a Docker engine answers. With `ECS_WARDEN_REQUIRE_DOCKER=1`
+/// (set by CI) a missing engine fails the test instead of skipping it.
+pub fn docker_available(test: &str) -> bool {
+    let ok = docker_ok(&["version", "--format", "{{.Server.Version}}"]);
     if !ok {
         if std::env::var("ECS_WARDEN_REQUIRE_DOCKER").as_deref() == Ok("1") {
             panic!("{test}: a Docker engine is required (ECS_WARDEN_REQUIRE_DOCKER=1) but none answers; run scripts/docker-env.sh");
@@ -65,14 +69,7 @@ pub fn docker_available(test: &str) -> bool {
 
 /// Make sure the task image exists (CI imports it in scripts/docker-env.sh).
 pub fn ensure_task_image() {
-    let have = Command::new("docker")
-        .args(["image", "inspect", "ecs-warden-task:latest"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !have {
+    if !docker_ok(&["image", "inspect", "ecs-warden-task:latest"]) {
         let st = Command::new("bash")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
