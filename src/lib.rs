@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod durable;
+pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod failpoint;
