@@ -15,6 +15,7 @@ pub mod exit;
 pub mod failpoint;
 pub mod host;
 pub mod http;
+pub mod image;
 pub mod introspection;
 pub mod lock;
 pub mod notify;
