@@ -2,6 +2,7 @@
 //! one build to the next, crash-safely. See ARCHITECTURE.md for the map.
 
 pub mod agent;
+pub mod agent_env;
 pub mod api;
 pub mod backoff;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod exit;
 pub mod failpoint;
 pub mod host;
+pub mod host_facts;
 pub mod http;
 pub mod image;
 pub mod introspection;
@@ -22,6 +24,7 @@ pub mod notify;
 pub mod orphan;
 pub mod paths;
 pub mod reexec;
+pub mod runtime;
 pub mod status;
 pub mod store;
 pub mod supervisor;

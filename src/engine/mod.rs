@@ -219,9 +219,9 @@ impl Iterator for LogStream {
     type Item = Result<LogLine>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.reader.next().map(|r| {
-            r.map_err(|e| EngineError::io("read logs of container", &self.object, e))
-        })
+        self.reader
+            .next()
+            .map(|r| r.map_err(|e| EngineError::io("read logs of container", &self.object, e)))
     }
 }
 
@@ -306,7 +306,15 @@ impl Engine {
 
     /// `GET /version`, asked again.
     pub fn version(&self) -> Result<Version> {
-        let resp = self.call("ask version", "", "GET", "/version", None, Body::Empty, None)?;
+        let resp = self.call(
+            "ask version",
+            "",
+            "GET",
+            "/version",
+            None,
+            Body::Empty,
+            None,
+        )?;
         read_ok_json(resp, "ask version", "")
     }
 
@@ -363,7 +371,15 @@ impl Engine {
         if let Some(r) = reference {
             path.push_str(&format!("?filters={}", filters(&[("reference", r)])));
         }
-        let resp = self.call(op, reference.unwrap_or(""), "GET", &path, None, Body::Empty, None)?;
+        let resp = self.call(
+            op,
+            reference.unwrap_or(""),
+            "GET",
+            &path,
+            None,
+            Body::Empty,
+            None,
+        )?;
         read_ok_json(resp, op, reference.unwrap_or(""))
     }
 
@@ -769,7 +785,11 @@ fn image_ref<'a>(op: &str, reference: &'a str) -> Result<&'a str> {
     if ok {
         Ok(reference)
     } else {
-        Err(EngineError::protocol(op, reference, "not an image reference"))
+        Err(EngineError::protocol(
+            op,
+            reference,
+            "not an image reference",
+        ))
     }
 }
 
@@ -850,8 +870,14 @@ mod tests {
             split_tag("amazon/amazon-ecs-agent:latest"),
             ("amazon/amazon-ecs-agent", "latest")
         );
-        assert_eq!(split_tag("localhost:5000/agent"), ("localhost:5000/agent", "latest"));
-        assert_eq!(split_tag("localhost:5000/agent:v2"), ("localhost:5000/agent", "v2"));
+        assert_eq!(
+            split_tag("localhost:5000/agent"),
+            ("localhost:5000/agent", "latest")
+        );
+        assert_eq!(
+            split_tag("localhost:5000/agent:v2"),
+            ("localhost:5000/agent", "v2")
+        );
         assert!(segment("op", "ecs-agent").is_ok());
         assert!(segment("op", "../etc").is_err());
         assert!(segment("op", "a?b").is_err());

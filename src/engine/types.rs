@@ -82,7 +82,10 @@ pub struct ImageDeleted {
 pub struct ContainerCreate {
     pub image: String,
     /// `KEY=VALUE` strings.
-    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub env: Vec<String>,
     /// `None` keeps the image's.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,7 +107,10 @@ pub struct ContainerCreate {
 #[serde(rename_all = "PascalCase", default)]
 pub struct HostConfig {
     /// `host:container[:ro]`.
-    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub binds: Vec<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub network_mode: String,
@@ -112,13 +118,19 @@ pub struct HostConfig {
     pub userns_mode: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub pid_mode: String,
-    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub cap_add: Vec<String>,
     /// `--init`: the engine's init process reaps the agent's children.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
     pub privileged: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub security_opt: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_config: Option<LogConfig>,
@@ -328,7 +340,8 @@ mod tests {
         let s: ContainerSummary =
             serde_json::from_str(r#"{"Id":"x","Names":null,"Labels":null,"Extra":1}"#).unwrap();
         assert!(s.names.is_empty() && s.labels.is_empty());
-        let i: ImageInspect = serde_json::from_str(r#"{"Id":"sha256:1","RepoTags":null,"Config":null}"#).unwrap();
+        let i: ImageInspect =
+            serde_json::from_str(r#"{"Id":"sha256:1","RepoTags":null,"Config":null}"#).unwrap();
         assert!(i.repo_tags.is_empty());
         let w: WaitExit = serde_json::from_str(r#"{"Error":null,"StatusCode":3}"#).unwrap();
         assert_eq!((w.status_code, w.error_message()), (3, None));

@@ -358,7 +358,9 @@ impl Read for BodyReader {
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!("the engine closed the connection {left} bytes before the body's end"),
+                        format!(
+                            "the engine closed the connection {left} bytes before the body's end"
+                        ),
                     ));
                 }
                 self.framing = Framing::Length(left - n as u64);
@@ -475,9 +477,15 @@ mod tests {
 
     #[test]
     fn content_length_and_short_body() {
-        let (dir, _h) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcdEXTRA".to_vec(), 2);
+        let (dir, _h) = serve(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcdEXTRA".to_vec(),
+            2,
+        );
         assert_eq!(get(&dir, None).unwrap().1, b"abcd");
-        let (dir, _h) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(), 100);
+        let (dir, _h) = serve(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+            100,
+        );
         let err = get(&dir, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
@@ -501,7 +509,8 @@ mod tests {
     #[test]
     fn malformed_chunk_size_is_an_error() {
         let (dir, _h) = serve(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
             100,
         );
         let err = get(&dir, None).unwrap_err();
