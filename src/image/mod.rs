@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -566,10 +567,15 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The version of the agent an image archive carries: its program
-/// (entrypoint) is extracted into `scratch_dir` and asked with
-/// `--version`, parsed as `store::probe_version` does (banner or the real
-/// agent's `Version:` / `Commit:` lines). The extracted copy is removed.
-pub fn probe_version(tarball: &Path, scratch_dir: &Path) -> Result<(String, Option<String>)> {
+/// (entrypoint) is extracted into `scratch_dir` and run with `-version`,
+/// whose answer is parsed by `store::parse_version_banner` (the banner,
+/// or the real agent's `Version:` / `Commit:` lines). A program that has
+/// not answered within `timeout` is killed. The extracted copy is removed.
+pub fn probe_version(
+    tarball: &Path,
+    scratch_dir: &Path,
+    timeout: Duration,
+) -> Result<(String, Option<String>)> {
     let archive = inspect(tarball)?;
     let program = archive.program().ok_or_else(|| {
         Error::Other(format!(
@@ -585,9 +591,87 @@ pub fn probe_version(tarball: &Path, scratch_dir: &Path) -> Result<(String, Opti
     }
     let dest = crate::durable::temp_sibling(&scratch_dir.join("image-probe"), "agent");
     extract::extract_from(&archive, program, &dest)?;
-    let result = crate::store::probe_version(&dest);
+    let result = run_version(&dest, timeout);
     let _ = std::fs::remove_file(&dest);
-    result
+    let out = result.map_err(|e| {
+        Error::Other(format!(
+            "{}: run its program {program} -version: {e}",
+            tarball.display()
+        ))
+    })?;
+    crate::store::parse_version_banner(&out).ok_or_else(|| {
+        Error::Other(format!(
+            "{}: cannot tell the version of {program} from `-version` (printed {:?})",
+            tarball.display(),
+            out.trim()
+        ))
+    })
+}
+
+/// Run `exe -version` and collect its standard output (at most 64 KiB),
+/// killing it after `timeout`.
+fn run_version(exe: &Path, timeout: Duration) -> std::result::Result<String, String> {
+    use std::process::{Command, Stdio};
+    let spawn = || {
+        Command::new(exe)
+            .arg("-version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    // ETXTBSY: another thread's fork can briefly hold a copy of the
+    // descriptor the file was just written through; it goes at its exec.
+    let mut tries = 0;
+    let mut child = loop {
+        match spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            other => break other.map_err(|e| e.to_string())?,
+        }
+    };
+    let mut stdout = child.stdout.take().ok_or("no standard output")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The read runs beside the deadline: a program that keeps its output
+    // open must not hold the caller past `timeout`.
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let r = (&mut stdout).take(64 * 1024).read_to_end(&mut out);
+        let _ = tx.send(r.map(|_| out));
+    });
+    let out = match rx.recv_timeout(timeout) {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("read its output: {e}"));
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            ));
+        }
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

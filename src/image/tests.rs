@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -462,7 +463,7 @@ fn probe_version_runs_the_images_program() {
     let scratch = d.path().join("scratch");
     fs::create_dir(&scratch).unwrap();
     assert_eq!(
-        probe_version(&p, &scratch).unwrap(),
+        probe_version(&p, &scratch, Duration::from_secs(10)).unwrap(),
         ("1.105.2".to_string(), Some("a8b3e7d3".to_string()))
     );
     assert_eq!(
@@ -470,6 +471,41 @@ fn probe_version_runs_the_images_program() {
         0,
         "the probe copy must be removed"
     );
+
+    // The flag it is asked with, and a program that never answers.
+    let strict =
+        b"#!/bin/sh\n[ \"$1\" = -version ] && echo 'Amazon ECS Agent - v1.2.3 (abcdef12)'\n";
+    let p = docker_archive(d.path(), &[layer(&[E::File("agent", strict)])], &["/agent"]);
+    assert_eq!(
+        probe_version(&p, &scratch, Duration::from_secs(10))
+            .unwrap()
+            .0,
+        "1.2.3"
+    );
+    let hang = b"#!/bin/sh\nexec sleep 600\n";
+    let p = docker_archive(d.path(), &[layer(&[E::File("agent", hang)])], &["/agent"]);
+    let t0 = std::time::Instant::now();
+    let err = probe_version(&p, &scratch, Duration::from_millis(500))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no answer within") && err.contains("/agent"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let p = docker_archive(
+        d.path(),
+        &[layer(&[E::File("agent", b"#!/bin/sh\necho hi\n")])],
+        &["/agent"],
+    );
+    let err = probe_version(&p, &scratch, Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot tell the version") && err.contains("hi"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0);
 }
 
 #[test]
