@@ -97,29 +97,49 @@ fn scope(paths: &Paths) -> Result<std::result::Result<Proc, String>> {
             net.display()
         )));
     }
-    if relocated && in_machine_netns() {
-        return Err(Error::Other(format!(
-            "refusing to change this machine's own network for the relocated root {}: \
-             run it inside its own network namespace (unshare --net or nsenter --net)",
-            paths.root.display()
-        )));
+    if relocated {
+        if let Some(why) = in_machine_netns() {
+            return Err(Error::Other(format!(
+                "refusing to change this machine's own network for the relocated root {} \
+                 ({why}): run it inside its own network namespace (unshare --net or nsenter --net)",
+                paths.root.display()
+            )));
+        }
     }
     Ok(Ok(proc))
 }
 
-/// Whether this process shares PID 1's network namespace. A safety
-/// interlock for relocated roots (tests), so it reads the machine's real
-/// `/proc`, not the root's: a test root with a fake `proc` tree must still
-/// never reach the machine's tables. Unreadable (not privileged over PID
-/// 1) counts as not shared: such a process cannot change PID 1's network.
-fn in_machine_netns() -> bool {
-    match (
-        fs::read_link("/proc/self/ns/net"),
-        fs::read_link("/proc/1/ns/net"),
-    ) {
-        (Ok(me), Ok(init)) => me == init,
-        _ => false,
+/// Why this process may not be outside the machine's own network
+/// namespace, or `None` when it provably is. A safety interlock for
+/// relocated roots (tests), so it reads the machine's real `/proc`, not the
+/// root's: a test root with a fake `proc` tree must still never reach the
+/// machine's tables. The machine's namespace is kthreadd's (kernel threads
+/// run in the initial one) and PID 1's; a namespace that cannot be
+/// compared with either counts as the machine's.
+fn in_machine_netns() -> Option<String> {
+    let me = match fs::read_link("/proc/self/ns/net") {
+        Ok(me) => me,
+        Err(e) => return Some(format!("cannot read /proc/self/ns/net: {e}")),
+    };
+    let mut compared = false;
+    for (pid, name) in [("2", Some("kthreadd")), ("1", None)] {
+        let proc = Path::new("/proc").join(pid);
+        if let Some(name) = name {
+            let comm = fs::read_to_string(proc.join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+        }
+        if let Ok(theirs) = fs::read_link(proc.join("ns/net")) {
+            if theirs == me {
+                return Some(format!("this process shares PID {pid}'s network namespace"));
+            }
+            compared = true;
+        }
     }
+    (!compared).then(|| {
+        "neither kthreadd's nor PID 1's network namespace can be read to compare".to_string()
+    })
 }
 
 /// `pre-start`: set up the host's network for tasks (steps in the module
