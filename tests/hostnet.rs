@@ -124,7 +124,7 @@ fn normalize(saved: &str) -> String {
             continue;
         }
         let line = match line.rfind(" [") {
-            Some(i) if line.starts_with(':') => format!("{}", &line[..i]),
+            Some(i) if line.starts_with(':') => line[..i].to_string(),
             _ => line.to_string(),
         };
         table.push(line.clone());
