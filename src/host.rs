@@ -156,3 +156,30 @@ pub fn reload_cache(paths: &Paths) -> Result<String> {
         build.version()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ebs_task_attach_as_ecs_init_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let cfg = |text: &str| {
+            fs::create_dir_all(paths.etc_config.parent().unwrap()).unwrap();
+            fs::write(&paths.etc_config, text).unwrap();
+            Config::load(&paths).unwrap()
+        };
+        let ebsta = |c: &Config| agent_env_overrides(&paths, c)[0].1.clone();
+        let forced_on = cfg("ECS_EBSTA_SUPPORTED=true\n");
+        assert_eq!(
+            ebsta(&forced_on),
+            "false",
+            "no mount point: off, whatever the config says"
+        );
+        make_ebs_mount_dir(&paths);
+        assert!(paths.ebs_mount_dir().is_dir());
+        assert_eq!(ebsta(&cfg("")), "true", "ecs-init's default");
+        assert_eq!(ebsta(&cfg("ECS_EBSTA_SUPPORTED=false\n")), "false");
+    }
+}

@@ -65,6 +65,16 @@ impl Proc {
             .map_err(Error::io(format!("read sysctl {key} from"), &p))
     }
 
+    /// IPv4, and IPv6 where the kernel has it (ecs-init's test: with
+    /// `ipv6.disable=1` there is no `net/ipv6`, and `ip6tables` fails).
+    fn families(&self) -> Vec<Family> {
+        let mut f = vec![Family::V4];
+        if self.dir.join("sys/net/ipv6").is_dir() {
+            f.push(Family::V6);
+        }
+        f
+    }
+
     /// Kernel knobs are not files to write durably: a plain write(2) is
     /// the interface, and the kernel applies it at once.
     fn write(&self, key: &str, value: &str) -> Result<()> {
@@ -181,12 +191,8 @@ pub fn setup(paths: &Paths, cfg: &HostNetConfig) -> Result<String> {
     }
 
     log::info!("pre-start: creating credentials proxy route and introspection firewall");
-    let mut families = vec![Family::V4];
-    if proc.dir.join("sys/net/ipv6").is_dir() {
-        families.push(Family::V6);
-    }
     let mut done = Vec::new();
-    for family in families {
+    for family in proc.families() {
         let wants = netfilter::wanted(family, Some(cfg));
         match netfilter::sync(family, &wants) {
             Ok(_) => done.push(family.name()),
@@ -240,7 +246,7 @@ pub fn teardown(paths: &Paths) -> Result<String> {
     let mut errors = Vec::new();
     let mut did = Vec::new();
 
-    for family in [Family::V4, Family::V6] {
+    for family in proc.families() {
         match netfilter::sync(family, &netfilter::wanted(family, None)) {
             Ok(ran) if !ran.is_empty() => did.push(format!("{} rules removed", family.name())),
             Ok(_) => {}
