@@ -241,6 +241,7 @@ pub fn teardown(paths: &Paths) -> Result<String> {
         Ok(p) => p,
         Err(_) => return Ok("host network: nothing to undo".into()),
     };
+    log::info!("post-stop: cleaning up the credentials endpoint and introspection firewall");
     let path = paths.hostnet_record();
     let record = read_record(&path)?;
     let mut errors = Vec::new();
@@ -282,6 +283,9 @@ pub fn teardown(paths: &Paths) -> Result<String> {
                 Err(e) => errors.push(Error::io("remove", &path)(e).to_string()),
             }
         }
+    }
+    if !did.is_empty() {
+        log::info!("post-stop: {}", did.join(", "));
     }
     if !errors.is_empty() {
         return Err(Error::Other(format!(
