@@ -76,7 +76,7 @@ fn make_ebs_mount_dir(paths: &Paths) {
 /// What ecs-init sets in the agent's environment from the host's state,
 /// over the config: `ECS_EBSTA_SUPPORTED` is `true` unless the config says
 /// otherwise, and `false` whatever the config says when the mount point
-/// is not a directory. (For the agent's spawn; the supervisor adds these.)
+/// is not a directory. `runtime::agent_environment` applies them.
 pub fn agent_env_overrides(paths: &Paths, cfg: &Config) -> Vec<(String, String)> {
     const EBSTA: &str = "ECS_EBSTA_SUPPORTED";
     let value = if !paths.ebs_mount_dir().is_dir() {

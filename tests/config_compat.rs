@@ -289,3 +289,33 @@ fn a_full_disk_for_the_log_is_a_warning_not_a_failure() {
         "the tmpfs went with its namespace"
     );
 }
+
+#[test]
+fn ebs_task_attach_is_on_when_pre_start_made_its_mount_point() {
+    let mut host = Host::new();
+    host.write_config(&[("ECS_EBSTA_SUPPORTED", "true")]);
+    host.start();
+    let pid = host.wait_new_agent(None, Duration::from_secs(20));
+    assert_eq!(
+        environ_of(pid)
+            .get("ECS_EBSTA_SUPPORTED")
+            .map(String::as_str),
+        Some("false"),
+        "no mnt/ecs/ebs (no pre-start): off whatever the config says, as ecs-init"
+    );
+    host.cleanup();
+
+    let mut host = Host::new();
+    assert!(host.cli_bounded(&["pre-start"]).status.success());
+    assert!(host.path("mnt/ecs/ebs").is_dir());
+    host.start();
+    let pid = host.wait_new_agent(None, Duration::from_secs(20));
+    assert_eq!(
+        environ_of(pid)
+            .get("ECS_EBSTA_SUPPORTED")
+            .map(String::as_str),
+        Some("true"),
+        "ecs-init's default once the mount point exists"
+    );
+    host.cleanup();
+}
