@@ -115,6 +115,9 @@ pub enum Error {
     Ecs { name: EcsErrorName, message: String },
     /// Talking to a peer (the warden, the agent, a server) failed.
     Peer { peer: String, message: String },
+    /// A host tool (`iptables`, `ip`) is missing or failed; `tool` names it
+    /// with its arguments, `message` says what happened.
+    Tool { tool: String, message: String },
     /// Anything else, with enough words to act on.
     Other(String),
 }
@@ -142,7 +145,9 @@ impl Error {
             Error::NotRunning { .. } => Exit::NotRunning,
             Error::NoAgent { .. } => Exit::NoAgent,
             Error::Ecs { name, .. } => name.exit(),
-            Error::Io { .. } | Error::Peer { .. } | Error::Other(_) => Exit::Failure,
+            Error::Io { .. } | Error::Peer { .. } | Error::Tool { .. } | Error::Other(_) => {
+                Exit::Failure
+            }
         }
     }
 }
@@ -191,6 +196,7 @@ impl fmt::Display for Error {
             ),
             Error::Ecs { name, message } => write!(f, "{name}: {message}"),
             Error::Peer { peer, message } => write!(f, "{peer}: {message}"),
+            Error::Tool { tool, message } => write!(f, "{tool}: {message}"),
             Error::Other(m) => write!(f, "{m}"),
         }
     }
