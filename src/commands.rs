@@ -55,7 +55,8 @@ pub fn run(cli: &Cli, cfg: Option<&Config>, edge: &Edge) -> Result<Exit> {
     match verb {
         Verb::Version => version(&paths, flags),
         Verb::PreStart => {
-            println!("{}", host::pre_start(&paths)?);
+            let cfg = cfg.expect("pre-start loads the config");
+            println!("{}", host::pre_start(&paths, cfg)?);
             Ok(Exit::Ok)
         }
         Verb::Start => {
@@ -276,6 +277,9 @@ fn status(paths: &Paths, flags: &Flags) -> Result<Exit> {
 fn stop(paths: &Paths) -> Result<Exit> {
     match client::call(paths, "POST", "/v1/stop", None) {
         Ok(_) => {}
+        // The warden can exit before its answer is written (its agent
+        // stopped at once); the lock below tells whether it is gone.
+        Err(Error::Peer { .. }) => {}
         Err(Error::NotRunning { .. }) => {
             println!(
                 "ecs-warden is not running for root {}",

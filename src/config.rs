@@ -3,12 +3,17 @@
 //!
 //! 1. Each file is parsed into `KEY=VALUE` entries, remembering file and
 //!    line; comments (`#`), blank lines, an optional `export ` and matching
-//!    quotes around the value are accepted. A line that is none of these is
-//!    an error naming the file and line.
+//!    quotes around the value are accepted. What ecs-init would skip or
+//!    pass on (a line without `=`, a key that is no name, an unmatched
+//!    quote) is a warning naming the file and line, never an error, except
+//!    on the warden's own `ECS_WARDEN_*` keys, which stay strict.
 //! 2. Entries merge in order; every key goes to the agent's environment.
 //! 3. The warden's own keys are parsed into `Config`; a bad value is an
 //!    error naming the file, line, key and what is expected. Nothing starts
-//!    on an error.
+//!    on an error. Keys that ecs-init or the agent own take what ecs-init
+//!    takes: a value it would ignore is a warning and the default.
+//!    Warnings are kept in `Config::warnings` and logged once logging is
+//!    up.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -59,6 +64,17 @@ pub struct BackoffConfig {
     pub stable: Duration,
 }
 
+/// The host network set-up (`hostnet.rs`), from ecs-init's keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNetConfig {
+    /// `ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS`: leave port 51678 open to
+    /// other hosts.
+    pub allow_offhost_introspection: bool,
+    /// `ECS_SKIP_LOCALHOST_TRAFFIC_FILTER`: no DROP of packets to 127/8
+    /// from elsewhere.
+    pub skip_localhost_filter: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ProxyConfig {
     pub http: Option<String>,
@@ -104,6 +120,10 @@ pub struct Config {
     pub api_port: Option<u16>,
     /// The cluster the agent registers in (`ECS_CLUSTER`).
     pub cluster: String,
+    pub host_net: HostNetConfig,
+    /// What was accepted with a warning (file, line and why), to be logged
+    /// once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 /// The warden's own keys with their defaults; documented in README.md.
@@ -127,8 +147,13 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("ECS_CLUSTER", "default"),
 ];
 
-/// Parse one config file's text. `file` is for messages only.
-pub fn parse_file(file: &Path, text: &str) -> Result<Vec<(String, Entry)>> {
+/// Parse one config file's text. `file` is for messages only; lines that
+/// ecs-init would skip or pass on as they are add a warning to `warnings`.
+pub fn parse_file(
+    file: &Path,
+    text: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(String, Entry)>> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line_no = i + 1;
@@ -138,28 +163,44 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<(String, Entry)>> {
             key: key.to_string(),
             message,
         };
+        let at = format!("{}:{line_no}", file.display());
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
         let Some((key, value)) = line.split_once('=') else {
-            return Err(err(
-                "",
-                format!("expected KEY=VALUE, found {:?}", truncate(line, 60)),
-            ));
+            let found = format!("expected KEY=VALUE, found {:?}", truncate(line, 60));
+            if line.starts_with(WARDEN_PREFIX) {
+                return Err(err("", found));
+            }
+            warnings.push(format!("{at}: {found}; line skipped, as ecs-init does"));
+            continue;
         };
         let key = key.trim();
         if !valid_key(key) {
-            return Err(err(
-                "",
-                format!(
-                    "invalid key {:?}: expected letters, digits and '_', not starting with a digit",
-                    truncate(key, 60)
-                ),
+            let found = format!(
+                "invalid key {:?}: expected letters, digits and '_', not starting with a digit",
+                truncate(key, 60)
+            );
+            if key.starts_with(WARDEN_PREFIX) {
+                return Err(err("", found));
+            }
+            warnings.push(format!(
+                "{at}: {found}; line skipped (no program reads such a name)"
             ));
+            continue;
         }
-        let value = unquote(value.trim()).map_err(|m| err(key, m))?;
+        let value = match unquote(value.trim()) {
+            Ok(v) => v,
+            Err(m) if key.starts_with(WARDEN_PREFIX) => return Err(err(key, m)),
+            Err(m) => {
+                warnings.push(format!(
+                    "{at}: {key}: {m}; the value is kept as written, as ecs-init does"
+                ));
+                value.trim().to_string()
+            }
+        };
         out.push((
             key.to_string(),
             Entry {
@@ -173,6 +214,9 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<(String, Entry)>> {
     }
     Ok(out)
 }
+
+/// The warden's own keys: strict, unlike the keys ecs-init and the agent own.
+const WARDEN_PREFIX: &str = "ECS_WARDEN_";
 
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
@@ -238,19 +282,26 @@ impl Config {
                 )
             })
             .collect();
+        let mut warnings = Vec::new();
         for file in [&paths.var_config, &paths.etc_config] {
             if let Some(text) = read_optional(file)? {
-                for (k, e) in parse_file(file, &text)? {
+                for (k, e) in parse_file(file, &text, &mut warnings)? {
                     env.insert(k, e);
                 }
             }
         }
-        Config::from_env(env)
+        let mut config = Config::from_env(env)?;
+        warnings.append(&mut config.warnings);
+        config.warnings = warnings;
+        Ok(config)
     }
 
     /// Validate merged entries into a `Config`.
     pub fn from_env(env: BTreeMap<String, Entry>) -> Result<Config> {
-        let v = Validator { env: &env };
+        let v = Validator {
+            env: &env,
+            warnings: Default::default(),
+        };
         let backoff = BackoffConfig {
             min: v.duration("ECS_WARDEN_RESTART_BACKOFF_MIN")?,
             max: v.duration("ECS_WARDEN_RESTART_BACKOFF_MAX")?,
@@ -304,16 +355,17 @@ impl Config {
             cluster
         };
         let config = Config {
-            log_level: v.log_level("ECS_LOGLEVEL")?,
+            log_level: v.log_level("ECS_LOGLEVEL"),
             updates_enabled: v.boolean("ECS_UPDATES_ENABLED")?,
             introspection: v.endpoint("ECS_WARDEN_INTROSPECTION_URL")?,
             stop_timeout: v.duration("ECS_WARDEN_STOP_TIMEOUT")?,
             backoff,
             proxy: ProxyConfig {
-                http: v.proxy("HTTP_PROXY")?,
-                https: v.proxy("HTTPS_PROXY")?,
+                http: v.proxy("HTTP_PROXY", "http_proxy"),
+                https: v.proxy("HTTPS_PROXY", "https_proxy"),
                 no_proxy: v
                     .optional("NO_PROXY")
+                    .or_else(|| v.optional("no_proxy"))
                     .map(|s| {
                         s.split(',')
                             .map(|p| p.trim().to_string())
@@ -325,6 +377,12 @@ impl Config {
             update,
             api_port,
             cluster,
+            host_net: HostNetConfig {
+                allow_offhost_introspection: v
+                    .lenient_bool("ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS"),
+                skip_localhost_filter: v.lenient_bool("ECS_SKIP_LOCALHOST_TRAFFIC_FILTER"),
+            },
+            warnings: v.warnings.take(),
             env,
         };
         Ok(config)
@@ -338,6 +396,8 @@ impl Config {
 
 struct Validator<'a> {
     env: &'a BTreeMap<String, Entry>,
+    /// Values of ecs-init's and the agent's keys taken leniently.
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Validator<'_> {
@@ -384,14 +444,60 @@ impl Validator<'_> {
         }
     }
 
-    fn log_level(&self, key: &str) -> Result<log::LevelFilter> {
-        Ok(match self.get(key).trim().to_ascii_lowercase().as_str() {
+    /// Where `key` was set, for a warning.
+    fn at(&self, key: &str) -> String {
+        match self.env.get(key).and_then(|e| e.origin.as_ref()) {
+            Some(o) => format!("{}:{}", o.file.display(), o.line),
+            None => "<built-in defaults>".into(),
+        }
+    }
+
+    fn warn(&self, key: &str, message: String) {
+        let at = self.at(key);
+        self.warnings
+            .borrow_mut()
+            .push(format!("{at}: {key}: {message}"));
+    }
+
+    /// ecs-init's (and the agent's) levels, plus `critical` and `trace`.
+    /// `none` turns the warden's log off, as it turns ecs-init's off. An
+    /// unknown level is ecs-init's default, `info`, with a warning.
+    fn log_level(&self, key: &str) -> log::LevelFilter {
+        match self.get(key).trim().to_ascii_lowercase().as_str() {
             "trace" => log::LevelFilter::Trace,
             "debug" => log::LevelFilter::Debug,
             "info" => log::LevelFilter::Info,
             "warn" => log::LevelFilter::Warn,
-            "error" | "crit" => log::LevelFilter::Error,
-            _ => return Err(self.bad(key, "expected one of debug, info, warn, error, crit".into())),
+            "error" | "crit" | "critical" => log::LevelFilter::Error,
+            "none" => log::LevelFilter::Off,
+            _ => {
+                self.warn(
+                    key,
+                    format!(
+                        "unknown level {:?} (debug, info, warn, error, crit, none); using info, as ecs-init does",
+                        self.get(key)
+                    ),
+                );
+                log::LevelFilter::Info
+            }
+        }
+    }
+
+    /// A boolean ecs-init reads with Go's `strconv.ParseBool`, taking
+    /// anything else (with an error in its log) as `false`.
+    fn lenient_bool(&self, key: &str) -> bool {
+        let v = self.get(key);
+        if v.trim().is_empty() {
+            return false;
+        }
+        parse_bool(v).unwrap_or_else(|| {
+            self.warn(
+                key,
+                format!(
+                    "invalid value {v:?}: expected true or false; using false, as ecs-init does"
+                ),
+            );
+            false
         })
     }
 
@@ -399,21 +505,31 @@ impl Validator<'_> {
         parse_loopback_url(self.get(key)).map_err(|m| self.bad(key, m))
     }
 
-    fn proxy(&self, key: &str) -> Result<Option<String>> {
-        let Some(v) = self.optional(key) else {
-            return Ok(None);
+    /// A proxy as Go (ecs-init and the agent) reads it: `KEY`, else its
+    /// lower-case twin; `host:port` without a scheme means
+    /// `http://host:port`. The agent gets the value as written; a value
+    /// that is no proxy URL even so is a warning, and the warden's own
+    /// downloads go direct.
+    fn proxy(&self, key: &str, lower: &str) -> Option<String> {
+        let (key, v) = match self.optional(key) {
+            Some(v) => (key, v),
+            None => (lower, self.optional(lower)?),
         };
-        let rest = v
-            .strip_prefix("http://")
-            .or_else(|| v.strip_prefix("https://"))
-            .or_else(|| v.strip_prefix("socks5://"));
-        match rest {
-            Some(r) if !r.trim_end_matches('/').is_empty() => Ok(Some(v)),
-            _ => Err(self.bad(
+        let has_scheme = ["http://", "https://", "socks5://"]
+            .iter()
+            .any(|s| v.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)));
+        let url = if has_scheme { v } else { format!("http://{v}") };
+        let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+        if rest.trim_end_matches('/').is_empty() || rest.contains(char::is_whitespace) {
+            self.warn(
                 key,
-                "expected a proxy URL such as http://proxy.example:3128".into(),
-            )),
+                format!(
+                    "{url:?} is not a proxy URL such as http://proxy.example:3128; the warden's downloads ignore it"
+                ),
+            );
+            return None;
         }
+        Some(url)
     }
 }
 
@@ -520,10 +636,18 @@ mod tests {
         assert_eq!(parse_duration(""), None);
     }
 
+    fn parse(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let got = parse_file(Path::new("/etc/ecs/ecs.config"), text, &mut warnings).unwrap();
+        let kv = got.into_iter().map(|(k, e)| (k, e.value)).collect();
+        (kv, warnings)
+    }
+
     #[test]
     fn lines_quotes_comments() {
         let text = "# c\n\nA=1\nexport B=\"two words\"\nC='x'\n D = y \nE=\n";
-        let got = parse_file(Path::new("f"), text).unwrap();
+        let mut w = Vec::new();
+        let got = parse_file(Path::new("f"), text, &mut w).unwrap();
         let kv: Vec<_> = got
             .iter()
             .map(|(k, e)| (k.as_str(), e.value.as_str()))
@@ -539,16 +663,130 @@ mod tests {
             ]
         );
         assert_eq!(got[3].1.origin.as_ref().unwrap().line, 6);
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]
-    fn malformed_lines_name_the_line() {
-        let e = parse_file(Path::new("/etc/ecs/ecs.config"), "A=1\nnot a pair\n").unwrap_err();
-        assert!(e.to_string().starts_with("/etc/ecs/ecs.config:2:"), "{e}");
-        let e = parse_file(Path::new("f"), "1A=1\n").unwrap_err();
+    fn what_ecs_init_skips_or_keeps_is_a_warning() {
+        let (kv, w) = parse("A=1\nnot a pair\n1A=1\nC=\"open\nD=x # not a comment\nE=a=b\n");
+        let kv: Vec<_> = kv.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            kv,
+            [
+                ("A", "1"),
+                ("C", "\"open"),
+                ("D", "x # not a comment"),
+                ("E", "a=b")
+            ]
+        );
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].starts_with("/etc/ecs/ecs.config:2: expected KEY=VALUE"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("skipped"), "{w:?}");
+        assert!(
+            w[1].starts_with("/etc/ecs/ecs.config:3: invalid key \"1A\""),
+            "{w:?}"
+        );
+        assert!(
+            w[2].starts_with("/etc/ecs/ecs.config:4: C: unterminated \" quote"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn the_wardens_own_keys_stay_strict() {
+        let mut w = Vec::new();
+        let f = Path::new("/etc/ecs/ecs.config");
+        let e = parse_file(f, "A=1\nECS_WARDEN_STOP_TIMEOUT 30s\n", &mut w).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/etc/ecs/ecs.config:2: expected KEY=VALUE"),
+            "{e}"
+        );
+        let e = parse_file(f, "ECS_WARDEN_X-Y=1\n", &mut w).unwrap_err();
         assert!(e.to_string().contains("invalid key"), "{e}");
-        let e = parse_file(Path::new("f"), "A=\"open\n").unwrap_err();
-        assert!(e.to_string().contains("unterminated"), "{e}");
+        let e = parse_file(f, "ECS_WARDEN_UPDATE_SOURCE=\"open\n", &mut w).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("ECS_WARDEN_UPDATE_SOURCE: unterminated"),
+            "{e}"
+        );
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    fn config(text: &str) -> Config {
+        let mut env: BTreeMap<String, Entry> = DEFAULTS
+            .iter()
+            .map(|(k, v)| {
+                let e = Entry {
+                    value: v.to_string(),
+                    origin: None,
+                };
+                (k.to_string(), e)
+            })
+            .collect();
+        let mut w = Vec::new();
+        for (k, e) in parse_file(Path::new("/etc/ecs/ecs.config"), text, &mut w).unwrap() {
+            env.insert(k, e);
+        }
+        Config::from_env(env).unwrap()
+    }
+
+    #[test]
+    fn ecs_init_keys_take_what_ecs_init_takes() {
+        let c = config("HTTP_PROXY=10.0.0.131:3128\nhttps_proxy=HTTPS://p:1\nno_proxy=a, .b\n");
+        assert_eq!(c.proxy.http.as_deref(), Some("http://10.0.0.131:3128"));
+        assert_eq!(c.proxy.https.as_deref(), Some("HTTPS://p:1"));
+        assert_eq!(c.proxy.no_proxy, ["a", ".b"]);
+        assert_eq!(
+            c.env["HTTP_PROXY"].value, "10.0.0.131:3128",
+            "the agent gets the value as written"
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let c = config("HTTPS_PROXY=http://\n");
+        assert_eq!(c.proxy.https, None);
+        assert!(
+            c.warnings[0].starts_with("/etc/ecs/ecs.config:1: HTTPS_PROXY: "),
+            "{:?}",
+            c.warnings
+        );
+
+        for (level, want) in [
+            ("none", log::LevelFilter::Off),
+            ("crit", log::LevelFilter::Error),
+            ("critical", log::LevelFilter::Error),
+            ("WARN", log::LevelFilter::Warn),
+        ] {
+            let c = config(&format!("ECS_LOGLEVEL={level}\n"));
+            assert_eq!(c.log_level, want, "{level}");
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        }
+        let c = config("ECS_LOGLEVEL=verbose\n");
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert!(
+            c.warnings[0].contains("ECS_LOGLEVEL: unknown level \"verbose\""),
+            "{:?}",
+            c.warnings
+        );
+
+        let c = config(
+            "ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS=true\nECS_SKIP_LOCALHOST_TRAFFIC_FILTER=yes\n",
+        );
+        assert_eq!(
+            c.host_net,
+            HostNetConfig {
+                allow_offhost_introspection: true,
+                skip_localhost_filter: false
+            }
+        );
+        assert!(
+            c.warnings[0].starts_with("/etc/ecs/ecs.config:2: ECS_SKIP_LOCALHOST_TRAFFIC_FILTER: "),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

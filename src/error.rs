@@ -115,6 +115,9 @@ pub enum Error {
     Ecs { name: EcsErrorName, message: String },
     /// Talking to a peer (the warden, the agent, a server) failed.
     Peer { peer: String, message: String },
+    /// A host tool (`iptables`, `ip`) is missing or failed; `tool` names it
+    /// with its arguments, `message` says what happened.
+    Tool { tool: String, message: String },
     /// Anything else, with enough words to act on.
     Other(String),
 }
@@ -142,7 +145,9 @@ impl Error {
             Error::NotRunning { .. } => Exit::NotRunning,
             Error::NoAgent { .. } => Exit::NoAgent,
             Error::Ecs { name, .. } => name.exit(),
-            Error::Io { .. } | Error::Peer { .. } | Error::Other(_) => Exit::Failure,
+            Error::Io { .. } | Error::Peer { .. } | Error::Tool { .. } | Error::Other(_) => {
+                Exit::Failure
+            }
         }
     }
 }
@@ -191,6 +196,7 @@ impl fmt::Display for Error {
             ),
             Error::Ecs { name, message } => write!(f, "{name}: {message}"),
             Error::Peer { peer, message } => write!(f, "{peer}: {message}"),
+            Error::Tool { tool, message } => write!(f, "{tool}: {message}"),
             Error::Other(m) => write!(f, "{m}"),
         }
     }
@@ -201,6 +207,94 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             _ => None,
+        }
+    }
+}
+
+/// The name of an error answer (`__type` on the wire): an ECS error name,
+/// or a protocol-level one (`NotFound`, `RequestTimeout`, SigV4's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorName {
+    Ecs(EcsErrorName),
+    Protocol(&'static str),
+}
+
+impl ErrorName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorName::Ecs(n) => n.as_str(),
+            ErrorName::Protocol(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for ErrorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// An error answer of the control socket or the ECS API: HTTP status,
+/// error name, message. On the wire: `{"__type": name, "message": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub name: ErrorName,
+    pub message: String,
+}
+
+/// The wire form of an `ApiError`.
+#[derive(Debug, serde::Serialize)]
+pub struct ApiErrorBody<'a> {
+    #[serde(rename = "__type")]
+    pub name: ErrorName,
+    pub message: &'a str,
+}
+
+impl ApiError {
+    pub fn ecs(name: EcsErrorName, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: name.http_status(),
+            name: ErrorName::Ecs(name),
+            message: message.into(),
+        }
+    }
+
+    pub fn protocol(status: u16, name: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            name: ErrorName::Protocol(name),
+            message: message.into(),
+        }
+    }
+
+    /// The ECS error name, when it is one.
+    pub fn ecs_name(&self) -> Option<EcsErrorName> {
+        match self.name {
+            ErrorName::Ecs(n) => Some(n),
+            ErrorName::Protocol(_) => None,
+        }
+    }
+
+    pub fn body(&self) -> ApiErrorBody<'_> {
+        ApiErrorBody {
+            name: self.name,
+            message: &self.message,
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::Ecs { name, message } => ApiError::ecs(name, message),
+            other => ApiError::ecs(EcsErrorName::ServerException, other.to_string()),
         }
     }
 }

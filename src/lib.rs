@@ -1,7 +1,6 @@
 //! ecs-warden: supervises the Amazon ECS container agent and moves it from
 //! one build to the next, crash-safely. See ARCHITECTURE.md for the map.
 
-pub mod agent;
 pub mod agent_env;
 pub mod api;
 pub mod backoff;
@@ -9,19 +8,23 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod document;
 pub mod durable;
 pub mod engine;
 pub mod error;
+pub mod event;
 pub mod exit;
 pub mod failpoint;
 pub mod host;
 pub mod host_facts;
+pub mod hostnet;
 pub mod http;
 pub mod image;
 pub mod introspection;
 pub mod lock;
+pub mod logfile;
+pub mod netfilter;
 pub mod notify;
-pub mod orphan;
 pub mod paths;
 pub mod reexec;
 pub mod runtime;

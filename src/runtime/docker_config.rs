@@ -109,7 +109,7 @@ pub fn agent_container(i: &Inputs) -> AgentContainer {
 
     let mut binds = vec![
         docker_socket_bind(i.docker_host, cfg("DOCKER_HOST")),
-        format!("{}:{CONTAINER_LOG_DIR}", root(&i.paths.log_dir())),
+        format!("{}:{CONTAINER_LOG_DIR}", root(&i.paths.log_dir)),
         format!("{}:{CONTAINER_DATA_DIR}", root(&i.paths.data_dir)),
         same(&root(&i.paths.etc_dir()), "/etc/ecs"),
         same(&root(&i.paths.cache_dir), "/var/cache/ecs"),
