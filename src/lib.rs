@@ -20,6 +20,7 @@ pub mod notify;
 pub mod orphan;
 pub mod paths;
 pub mod reexec;
+pub mod source;
 pub mod status;
 pub mod store;
 pub mod supervisor;

@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::error::EcsErrorName;
 use crate::http::Request;
+use crate::source::Source;
 use crate::update::journal::Origin;
 use crate::update::request::{self, Params};
 
@@ -37,7 +38,7 @@ pub enum Action {
     Refuse(ApiError),
     /// The agent's stage call (`StageUpdate`).
     AgentStage {
-        location: String,
+        location: Source,
         signature: String,
         version: Option<String>,
     },
@@ -160,7 +161,7 @@ fn agent_stage(req: &Request, cfg: &Config) -> Result<Action, ApiError> {
     let p: P = json_body(req)?;
     request::updates_enabled(cfg)?;
     let invalid = |m: String| ApiError::ecs(EcsErrorName::InvalidParameterException, m);
-    crate::update::manifest::check_source(&p.location, cfg.update.allow_http)
+    let location = crate::source::checked(&p.location, cfg.update.allow_http)
         .map_err(|m| invalid(format!("location {}: {m}", p.location)))?;
     let version = match p.version.filter(|v| !v.is_empty()) {
         Some(v) => Some(
@@ -171,7 +172,7 @@ fn agent_stage(req: &Request, cfg: &Config) -> Result<Action, ApiError> {
         None => None,
     };
     Ok(Action::AgentStage {
-        location: p.location,
+        location,
         signature: signature(&p.signature)?,
         version,
     })

@@ -365,7 +365,8 @@ impl Supervisor {
         let target = Target {
             version: prev.version().to_string(),
             git_hash: prev.artifact.git_hash.clone(),
-            url: format!("file://{}", prev.executable().display()),
+            url: crate::source::Source::file(&prev.executable())
+                .map_err(|m| ApiError::ecs(ServerException, m))?,
             sha256: prev.artifact.sha256.clone(),
             size: prev.artifact.size,
         };
@@ -391,7 +392,7 @@ impl Supervisor {
     /// while an update is in flight is refused.
     pub(crate) fn begin_agent_stage(
         &mut self,
-        location: String,
+        location: crate::source::Source,
         signature: String,
         version: Option<String>,
     ) -> Reply {
@@ -1379,7 +1380,7 @@ fn exit_42_target(paths: &Paths) -> std::result::Result<Option<Target>, String> 
     Ok(Some(Target {
         version,
         git_hash,
-        url: format!("file://{}", file.display()),
+        url: crate::source::Source::file(&file)?,
         sha256,
         size,
     }))
