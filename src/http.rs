@@ -132,6 +132,13 @@ impl Response {
         self.headers.push((k.into(), v.into()));
         self
     }
+
+    /// Set header `k` to `v`, replacing every value it had (names compare
+    /// without case, as HTTP's do).
+    pub fn set_header(mut self, k: &str, v: &str) -> Response {
+        self.headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        self.header(k, v)
+    }
 }
 
 /// Why a request could not be read.
@@ -547,6 +554,23 @@ pub fn unix_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_header_replaces_whatever_the_case() {
+        let r = Response::new(200, "application/json", "{}")
+            .header("X-Other", "1")
+            .set_header("content-type", "application/x-amz-json-1.1");
+        assert_eq!(
+            r.headers,
+            [
+                ("X-Other".to_string(), "1".to_string()),
+                (
+                    "content-type".to_string(),
+                    "application/x-amz-json-1.1".to_string()
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn percent() {

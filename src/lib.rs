@@ -1,6 +1,9 @@
 //! ecs-warden: supervises the Amazon ECS container agent and moves it from
 //! one build to the next, crash-safely. See ARCHITECTURE.md for the map.
 
+// `unsafe` is allowed in one place only: `sys::adopt_fd`.
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod api;
 pub mod backoff;

@@ -1,6 +1,8 @@
 //! The `ecs-warden` binary: read the edge (arguments, environment), load the
 //! config when the verb needs it, set up logging, run, map to an exit code.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::io::Write;
 

@@ -149,7 +149,6 @@ pub struct Supervisor {
     reexec_at: Option<Instant>,
 }
 
-/// Run the warden for this root until it is stopped or the agent ends it.
 /// How this warden process came to be.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -159,6 +158,7 @@ pub struct Launch {
     pub handoff: Option<PathBuf>,
 }
 
+/// Run the warden for this root until it is stopped or the agent ends it.
 pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> Result<Exit> {
     host::prepare_layout(paths)?;
     let handoff = match &launch.handoff {
