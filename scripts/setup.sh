@@ -5,42 +5,36 @@
 #   bash scripts/setup.sh            # test dependencies
 #   bash scripts/setup.sh --bench    # plus the benchmark peers
 #
-# 1. Debian packages that are missing (apt-get, as root).
+# 1. Debian packages that are missing (scripts/apt-install.sh, as root).
 # 2. The AWS CLI v1 and boto3 (pip) when `aws` or `import boto3` fail.
 # 3. The packaging tools and musl targets (scripts/packaging-deps.sh).
 # 4. A Docker engine and the task image (scripts/docker-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=(busybox-static python3 python3-pip curl ca-certificates)
+# Debian packages, by name (scripts/apt-install.sh says why not by command).
+# A fresh Debian 12 has only the Essential and "required" packages; these
+# are what the build and the tests call beyond those:
+#   gcc libc6-dev          cargo's linker (cc) and ring's C code: the
+#                          compiler, and the headers and crt files, which
+#                          gcc only recommends
+#   binutils               strip (the tests' small agent builds), ar, ld
+#   procps                 kill (tests/sample_agent.rs)
+#   mount e2fsprogs        mount/umount of a tmpfs, chattr (tests/faults.rs)
+#   busybox-static         the task image, the packaging tests' chroots
+#   ca-certificates curl   https for pip; curl for demo.sh and bench.sh
+#   python3 python3-pip    the AWS CLI and boto3/botocore, below
+# and with --bench what scripts/bench.sh runs as peers:
+#   nginx-light s6 runit openssl time
+want=(gcc libc6-dev binutils procps mount e2fsprogs busybox-static ca-certificates curl)
 if [ "${1:-}" = "--bench" ]; then
-    want+=(nginx-light s6 runit openssl hyperfine)
+    want+=(nginx-light s6 runit openssl time)
 fi
-
-missing=()
-for p in "${want[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-# python3/pip may come from elsewhere (pyenv): only the commands matter.
-if command -v python3 >/dev/null 2>&1; then
-    missing=("${missing[@]/python3}")
-    python3 -m pip --version >/dev/null 2>&1 && missing=("${missing[@]/python3-pip}")
-fi
-read -r -a missing <<<"${missing[*]:-}"
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "setup: missing Debian packages: ${missing[*]}; install them or run as root" >&2
-        exit 1
-    fi
-    echo "setup: installing ${missing[*]}" >&2
-    log=$(mktemp)
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-        echo "setup: apt-get install failed; see $log" >&2
-        tail -20 "$log" >&2
-        exit 1
-    fi
-    rm -f "$log"
-fi
+# python3 and pip may come from elsewhere (pyenv), and then the AWS CLI
+# goes there: for them only the commands matter.
+command -v python3 >/dev/null 2>&1 || want+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || want+=(python3-pip)
+bash scripts/apt-install.sh "${want[@]}"
 
 if ! command -v aws >/dev/null 2>&1 || ! python3 -c 'import boto3' >/dev/null 2>&1; then
     echo "setup: installing awscli and boto3 with pip" >&2
