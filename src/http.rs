@@ -136,7 +136,8 @@ impl Response {
     /// Set header `k` to `v`, replacing every value it had (names compare
     /// without case, as HTTP's do).
     pub fn set_header(mut self, k: &str, v: &str) -> Response {
-        self.headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        self.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case(k));
         self.header(k, v)
     }
 }
