@@ -4,15 +4,16 @@
 // `unsafe` is allowed in one place only: `sys::adopt_fd`.
 #![deny(unsafe_code)]
 
-pub mod agent;
 pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod document;
 pub mod durable;
 pub mod error;
+pub mod event;
 pub mod exit;
 pub mod failpoint;
 pub mod host;
@@ -20,9 +21,9 @@ pub mod http;
 pub mod introspection;
 pub mod lock;
 pub mod notify;
-pub mod orphan;
 pub mod paths;
 pub mod reexec;
+pub mod runtime;
 pub mod source;
 pub mod status;
 pub mod store;
