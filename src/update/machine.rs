@@ -270,7 +270,7 @@ impl Supervisor {
         let (cur_name, cur) = self.running_version()?;
         let tv = parse_version(&target.version)
             .map_err(|m| ApiError::ecs(InvalidParameterException, m))?;
-        if tv <= cur {
+        if tv.cmp_precedence(&cur) != std::cmp::Ordering::Greater {
             return Err(ApiError::ecs(
                 NoUpdateAvailableException,
                 format!("the agent already runs {cur}; the available build {tv} is not newer"),

@@ -1,0 +1,78 @@
+//! Values that look valid but cannot work, and the smaller points of issue
+//! 13, through the real binaries: SemVer build metadata never makes a
+//! build newer, the message for a current build without its marker, what
+//! `stop --help` says about an update in flight, config values that
+//! validate but cannot work (zero timeouts, an environment too large for
+//! execve, a NUL), a zero restart backoff that still backs off, an absurd
+//! manifest `size`, and a small download that resumes after a re-exec.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::server::{self, Fault, Server};
+use common::*;
+use serde_json::{json, Value};
+
+/// A manifest at `srv/<name>` with these entries; its file:// URL.
+fn manifest_file(host: &Host, name: &str, agents: Vec<Value>) -> String {
+    let p = host.path(&format!("srv/{name}"));
+    let doc = json!({"schemaVersion": 1, "agents": agents});
+    fs::write(&p, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    format!("file://{}", p.display())
+}
+
+/// A running warden with the small sample agent 1.0.0.
+fn running_host(extra: &[(&str, &str)]) -> Host {
+    let mut host = Host::new();
+    host.small_bundled();
+    host.write_config(extra);
+    host.start();
+    host.wait_agent("1.0.0");
+    host
+}
+
+// ----- SemVer build metadata ------------------------------------------------
+
+#[test]
+fn build_metadata_does_not_make_a_build_newer() {
+    let host = running_host(&[]);
+    let bytes = b"never downloaded".to_vec();
+    fs::write(host.path("srv/blob"), &bytes).unwrap();
+    let src = manifest_file(
+        &host,
+        "meta.json",
+        vec![server::entry("1.0.0+rebuild.2", &bytes, "blob")],
+    );
+    let ran = host.run(&["update", "--source", &src]);
+    assert_eq!(ran.code, 10, "NoUpdateAvailableException: {ran:?}");
+    assert!(ran.stderr.contains("NoUpdateAvailableException"), "{ran:?}");
+    assert!(ran.stderr.contains("not newer"), "{ran:?}");
+    assert_eq!(host.journal(), None, "nothing was journaled");
+    assert_eq!(host.agent_version().as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn reload_cache_does_not_take_build_metadata_as_newer() {
+    let host = Host::new();
+    host.small_bundled();
+    let out = host.cli_bounded(&["pre-start"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A bundled agent that calls itself 1.0.0+rebuild.
+    let bundled = host.path("var/cache/ecs/ecs-agent");
+    fs::write(
+        &bundled,
+        "#!/bin/sh\necho 'Amazon ECS Agent - v1.0.0+rebuild (0123abcd)'\n",
+    )
+    .unwrap();
+    fs::set_permissions(&bundled, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = host.cli_bounded(&["reload-cache"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(stdout.contains("is not newer"), "{stdout}");
+    let cur = fs::read_link(host.path("var/lib/ecs-warden/agents/current")).unwrap();
+    assert_eq!(cur, Path::new("1.0.0"), "current is unchanged");
+}
