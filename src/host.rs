@@ -86,7 +86,7 @@ pub fn reload_cache(paths: &Paths) -> Result<String> {
     let bundled = paths.bundled_agent();
     if !bundled.is_file() {
         return Err(Error::NoAgent {
-            current: paths.current_agent(),
+            current: None,
             bundled,
         });
     }

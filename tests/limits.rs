@@ -76,3 +76,49 @@ fn reload_cache_does_not_take_build_metadata_as_newer() {
     let cur = fs::read_link(host.path("var/lib/ecs-warden/agents/current")).unwrap();
     assert_eq!(cur, Path::new("1.0.0"), "current is unchanged");
 }
+
+// ----- a current build without its marker -----------------------------------
+
+/// `agents/current` points at a build whose install was interrupted (no
+/// `artifact.json`), and nothing is bundled: the error says so, not that
+/// `agents/current/ecs-agent` is missing (it is there).
+#[test]
+fn current_build_without_its_marker_is_named_as_such() {
+    let host = Host::new();
+    let out = host.cli_bounded(&["pre-start"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let agents = host.path("var/lib/ecs-warden/agents");
+    fs::remove_file(agents.join("1.0.0/artifact.json")).unwrap();
+    fs::remove_file(host.path("var/cache/ecs/ecs-agent")).unwrap();
+    assert!(agents.join("current/ecs-agent").is_file());
+    for verb in ["pre-start", "start"] {
+        let out = host.cli_bounded(&[verb]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(7), "{verb}: {stderr}");
+        assert!(!stderr.contains("is missing"), "{verb}: {stderr}");
+        assert!(
+            stderr.contains("points at 1.0.0, which has no completion marker"),
+            "{verb}: {stderr}"
+        );
+        assert!(stderr.contains("artifact.json"), "{verb}: {stderr}");
+        assert!(stderr.contains("interrupted"), "{verb}: {stderr}");
+        assert!(
+            stderr.contains(&host.path("var/cache/ecs/ecs-agent").display().to_string()),
+            "{verb} names where a bundled agent would be: {stderr}"
+        );
+    }
+    // A dangling link and no link at all each get their own words.
+    fs::remove_dir_all(agents.join("1.0.0")).unwrap();
+    let out = host.cli_bounded(&["pre-start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("points at 1.0.0, which does not exist"),
+        "{stderr}"
+    );
+    fs::remove_file(agents.join("current")).unwrap();
+    let out = host.cli_bounded(&["pre-start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("no agent build is installed"), "{stderr}");
+}

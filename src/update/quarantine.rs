@@ -159,10 +159,16 @@ mod tests {
         assert!(get(&p, "1.5.1").is_some());
 
         // Nothing more to drop: no write either.
-        let before = std::fs::metadata(p.quarantine()).unwrap().modified().unwrap();
+        let before = std::fs::metadata(p.quarantine())
+            .unwrap()
+            .modified()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(prune(&p, "1.5.0").unwrap().is_empty());
-        let after = std::fs::metadata(p.quarantine()).unwrap().modified().unwrap();
+        let after = std::fs::metadata(p.quarantine())
+            .unwrap()
+            .modified()
+            .unwrap();
         assert_eq!(before, after, "an unchanged list is not rewritten");
         // An unusable current version drops nothing.
         assert!(prune(&p, "garbage").unwrap().is_empty());
