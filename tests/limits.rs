@@ -122,3 +122,31 @@ fn current_build_without_its_marker_is_named_as_such() {
     assert_eq!(out.status.code(), Some(7), "{stderr}");
     assert!(stderr.contains("no agent build is installed"), "{stderr}");
 }
+
+// ----- what `stop` does during an update ------------------------------------
+
+#[test]
+fn stop_help_says_what_happens_to_an_update_in_flight() {
+    let host = Host::new();
+    let out = host.cli_bounded(&["stop", "--help"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for says in [
+        "During an update",
+        "the agent is stopped in every case",
+        "journal",
+        "next start resumes or undoes",
+        "download resumes",
+        "rollback",
+    ] {
+        assert!(help.contains(says), "stop --help lacks {says:?}: {help}");
+    }
+    // The README says the same.
+    let readme = include_str!("../README.md").replace('\n', " ");
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        readme.contains("`stop` during an update"),
+        "README explains stop during an update"
+    );
+}
