@@ -11,7 +11,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::server::{self, Fault, Server};
 use common::*;
@@ -149,4 +149,72 @@ fn stop_help_says_what_happens_to_an_update_in_flight() {
         readme.contains("`stop` during an update"),
         "README explains stop during an update"
     );
+}
+
+// ----- a download smaller than one chunk resumes ----------------------------
+
+/// Stage a 600 KiB build (under the download's 1 MiB chunk) that the server
+/// dribbles; interrupt the warden mid-download with `interrupt`; the next
+/// request for the build must resume with `Range: bytes=K-`, K > 0, and
+/// the staged build must be whole.
+fn small_download_resumes_after(interrupt: impl FnOnce(&mut Host)) {
+    let srv = Server::start();
+    let bytes: Vec<u8> = (0..600 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    srv.route(
+        "/agents/1.1.0",
+        bytes.clone(),
+        &[Fault::Dribble {
+            chunk: 8 * 1024,
+            pause: Duration::from_millis(50),
+        }],
+        Fault::Serve,
+    );
+    let src = srv.manifest(&json!({"schemaVersion": 1, "agents": [
+        server::entry("1.1.0", &bytes, "agents/1.1.0")
+    ]}));
+    let mut host = running_host(&[]);
+    let ran = host.run(&["stage", "--no-wait", "--source", &src]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    host.wait_status("some bytes in", Duration::from_secs(20), |s| {
+        s["update"]["state"] == "STAGING"
+            && s["update"]["bytesDone"].as_u64().unwrap_or(0) >= 200 * 1024
+    });
+    interrupt(&mut host);
+    let st = host.wait_status("STAGED", Duration::from_secs(60), |s| {
+        matches!(s["update"]["state"].as_str(), Some("STAGED" | "FAILED"))
+    });
+    assert_eq!(st["update"]["state"], "STAGED", "{st:#}\n{}", host.log());
+    let seen = srv.seen_at("/agents/1.1.0");
+    let gets: Vec<_> = seen.iter().filter(|s| s.method == "GET").collect();
+    assert!(gets.len() >= 2, "{seen:?}");
+    let start: Option<u64> = gets[1]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.trim_end_matches('-').parse().ok());
+    assert!(
+        start.is_some_and(|k| k > 0),
+        "the request after the interruption resumes with a range: {seen:?}"
+    );
+    let staged = fs::read(host.path("var/lib/ecs-warden/agents/1.1.0/ecs-agent")).unwrap();
+    assert!(staged == bytes, "the staged build is whole");
+}
+
+#[test]
+fn small_download_resumes_after_a_reexec() {
+    small_download_resumes_after(|host| {
+        let out = host.cli_bounded(&["reexec"]);
+        assert!(out.status.success(), "{out:?}");
+    });
+}
+
+#[test]
+fn small_download_resumes_after_a_restart() {
+    small_download_resumes_after(|host| {
+        host.signal_warden(nix::sys::signal::Signal::SIGKILL);
+        host.wait_exit(Duration::from_secs(10));
+        host.start();
+    });
 }

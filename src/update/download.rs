@@ -34,6 +34,8 @@ const CHUNK: usize = 1024 * 1024;
 const IN_FLIGHT: usize = 3;
 /// Head room kept free beyond the build's size.
 const SPACE_MARGIN: u64 = 16 * 1024 * 1024;
+/// Longest time received bytes wait in memory before they are written.
+const HAND_OVER: Duration = Duration::from_millis(200);
 
 /// Why a download failed, and whether to try again.
 #[derive(Debug)]
@@ -432,25 +434,31 @@ fn stream(
     'outer: loop {
         let mut buf = sink.buffer();
         let mut filled = 0;
-        // Fill one chunk (or hit EOF) before handing it over.
+        let mut eof = false;
+        let started = Instant::now();
+        // Fill one chunk (or hit EOF) before handing it over; on a slow
+        // link hand over what arrived after `HAND_OVER`, so the bytes reach
+        // the partial file (and survive a re-exec or a restart, which
+        // resume from its length) instead of waiting in memory for a
+        // chunk that may take minutes to fill.
         while filled < CHUNK {
             match reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
                 Ok(n) => {
                     filled += n;
                     window_bytes += n as u64;
-                    if done + filled as u64 > t.size {
+                    if (filled as u64).checked_add(done).is_none_or(|d| d > t.size) {
                         result = Err(DlError::Fatal(format!(
                             "{}: the server sent more than the declared {} bytes",
                             t.url, t.size
                         )));
                         break 'outer;
                     }
-                    // On a slow link a chunk takes long to fill: report
-                    // what has arrived so far.
-                    if last_report.elapsed() >= Duration::from_millis(200) {
-                        progress(done + filled as u64, t.size);
-                        last_report = Instant::now();
+                    if started.elapsed() >= HAND_OVER {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -492,7 +500,6 @@ fn stream(
         }
         buf.truncate(filled);
         done += filled as u64;
-        let eof = filled < CHUNK;
         if filled > 0 && !sink.push(buf) {
             break;
         }
