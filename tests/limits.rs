@@ -218,3 +218,134 @@ fn small_download_resumes_after_a_restart() {
         host.start();
     });
 }
+
+// ----- config values that validate but cannot work --------------------------
+
+/// `pre-start` and `start` both refuse the config: exit 4, the message
+/// names `file:line: KEY:` and says `says`; nothing was started.
+fn assert_config_error(host: &Host, line: usize, key: &str, says: &str) {
+    let file = host.path("etc/ecs/ecs.config");
+    let at = format!("{}:{line}: {key}: ", file.display());
+    for verb in ["pre-start", "start"] {
+        let out = host.cli_bounded(&[verb]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shown: String = stderr.chars().take(2000).collect();
+        assert_eq!(out.status.code(), Some(4), "{verb} exits 4: {shown}");
+        assert!(stderr.contains(&at), "{verb} names {at:?}: {shown}");
+        assert!(stderr.contains(says), "{verb} says {says:?}: {shown}");
+        assert!(stderr.len() < 4096, "{verb}: a short message: {shown}");
+    }
+    assert!(host.agent_processes().is_empty(), "no agent runs");
+    assert!(!host.path("run/ecs-warden/control.sock").exists());
+}
+
+#[test]
+fn zero_download_timeouts_are_config_errors() {
+    for key in [
+        "ECS_WARDEN_DOWNLOAD_CONNECT_TIMEOUT",
+        "ECS_WARDEN_DOWNLOAD_READ_TIMEOUT",
+    ] {
+        let host = Host::new();
+        let line = host.append_config_text(&format!("{key}=0\n"));
+        assert_config_error(&host, line, key, "must be above 0");
+        let host = Host::new();
+        let line = host.append_config_text(&format!("{key}=0ms\n"));
+        assert_config_error(&host, line, key, "must be above 0");
+    }
+}
+
+#[test]
+fn an_environment_too_large_for_execve_is_a_config_error() {
+    // 100,000 keys: the key that takes the environment over the bound.
+    let host = Host::new();
+    let first = host.append_config_text("");
+    let text: String = (0..100_000).map(|i| format!("K{i:06}=1\n")).collect();
+    host.append_config_text(&text);
+    let out = host.cli_bounded(&["pre-start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(stderr.contains("execve"), "{stderr}");
+    assert!(stderr.len() < 4096, "one short message");
+    // It names one line of the file and its key.
+    let file = host.path("etc/ecs/ecs.config").display().to_string();
+    let rest = stderr
+        .split(&format!("{file}:"))
+        .nth(1)
+        .expect("names the file");
+    let (line, rest) = rest.split_once(": ").unwrap();
+    let line: usize = line.parse().unwrap();
+    assert!(line >= first && line < first + 100_000, "{stderr}");
+    let key = rest.split(':').next().unwrap();
+    assert_eq!(key, format!("K{:06}", line - first), "{stderr}");
+    assert_config_error(&host, line, key, "execve");
+
+    // One value of 200 KiB: over the 128 KiB an entry may have.
+    let host = Host::new();
+    let line = host.append_config_text(&format!("BIG_VALUE={}\n", "v".repeat(200 * 1024)));
+    assert_config_error(&host, line, "BIG_VALUE", "131072");
+}
+
+#[test]
+fn a_nul_inside_a_value_is_a_config_error() {
+    for (key, value) in [("ECS_CLUSTER", "pro\0d"), ("SOME_AGENT_KEY", "\0")] {
+        let host = Host::new();
+        let line = host.append_config_text(&format!("{key}={value}\n"));
+        assert_config_error(&host, line, key, "NUL");
+    }
+    // Also in the packaged file.
+    let host = Host::new();
+    host.write_var_config(&[("ECS_AVAILABLE_LOGGING_DRIVERS", "[\"json\0\"]")]);
+    let out = host.cli_bounded(&["pre-start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let at = format!(
+        "{}:1: ECS_AVAILABLE_LOGGING_DRIVERS: ",
+        host.path("var/lib/ecs/ecs.config").display()
+    );
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains(&at) && stderr.contains("NUL"), "{stderr}");
+}
+
+/// With `ECS_WARDEN_RESTART_BACKOFF_MIN=0`, an agent that crashes at once
+/// is restarted at once the first time, then with a growing delay: a
+/// handful of starts in 2 s, not hundreds.
+#[test]
+fn zero_backoff_min_restarts_at_once_then_backs_off() {
+    let mut host = Host::new();
+    host.small_bundled();
+    host.write_config(&[
+        ("ECS_WARDEN_RESTART_BACKOFF_MIN", "0"),
+        ("ECS_WARDEN_RESTART_BACKOFF_MAX", "1s"),
+        ("SAMPLE_AGENT_FAULT", "crash"),
+    ]);
+    host.start();
+    host.wait_log("started agent 1.0.0", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    let starts = host.log_lines("started agent 1.0.0").len();
+    let delays: Vec<String> = host
+        .log_lines("restarting the agent in ")
+        .iter()
+        .map(|l| {
+            let d = l.split("restarting the agent in ").nth(1).unwrap();
+            d.split(" (").next().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        (3..=10).contains(&starts),
+        "{starts} starts in about 2 s; delays {:?}",
+        &delays[..delays.len().min(20)]
+    );
+    assert_eq!(delays.first().map(String::as_str), Some("0s"), "{delays:?}");
+    let ms: Vec<f64> = delays
+        .iter()
+        .map(|d| parse_humantime_ms(d).unwrap())
+        .collect();
+    assert!(ms[1] >= 90.0, "the second delay is the floor: {delays:?}");
+    for w in ms.windows(2).skip(1) {
+        assert!(w[1] >= w[0] * 0.8, "delays grow: {delays:?}");
+    }
+}
