@@ -145,6 +145,8 @@ pub enum ReadError {
     BodyTooLarge {
         limit: usize,
     },
+    /// A body framed other than by `Content-Length` (chunked).
+    LengthRequired,
     Malformed(String),
     Io(io::Error),
 }
@@ -156,6 +158,10 @@ impl std::fmt::Display for ReadError {
             ReadError::Timeout => write!(f, "request not received in time"),
             ReadError::HeadTooLarge => write!(f, "request head over {MAX_HEAD} bytes"),
             ReadError::BodyTooLarge { limit } => write!(f, "request body over {limit} bytes"),
+            ReadError::LengthRequired => write!(
+                f,
+                "chunked request bodies are not supported: send Content-Length"
+            ),
             ReadError::Malformed(m) => write!(f, "malformed request: {m}"),
             ReadError::Io(e) => write!(f, "{e}"),
         }
@@ -294,24 +300,7 @@ pub fn read_request(
             Err(e) => return Err(ReadError::Malformed(e.to_string())),
         }
     };
-    if req
-        .header("Transfer-Encoding")
-        .is_some_and(|v| !v.eq_ignore_ascii_case("identity"))
-    {
-        return Err(ReadError::Malformed(
-            "chunked request bodies are not supported; send Content-Length".into(),
-        ));
-    }
-    let len = match req.header("Content-Length") {
-        None => 0,
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| ReadError::Malformed(format!("bad Content-Length {v:?}")))?,
-    };
-    if len > max_body {
-        return Err(ReadError::BodyTooLarge { limit: max_body });
-    }
+    let len = body_length(&req.headers, max_body)?;
     let mut body = buf.split_off(head_len);
     while body.len() < len {
         let n = read_some(conn, &mut chunk, deadline)?;
@@ -328,6 +317,98 @@ pub fn read_request(
     Ok(req)
 }
 
+/// The length of a request's body, by RFC 9112 §6.3 (the connection is
+/// closed after every answer, as it requires for each refusal here):
+/// - `Transfer-Encoding` together with `Content-Length` is refused (400):
+///   the two disagree on the framing, the mark of request smuggling;
+/// - `Transfer-Encoding` whose last coding is not `chunked` cannot be
+///   framed at all (400); a chunked body is not supported here (411: send
+///   `Content-Length`);
+/// - `Content-Length` is decimal digits only (no sign, no blanks inside);
+///   repeated fields and comma-separated lists count as the one value when
+///   every element is valid and all are the same (§6.3 item 5), and are
+///   refused otherwise (400);
+/// - no framing field: no body.
+///
+/// A length above `max_body` is `BodyTooLarge`.
+fn body_length(headers: &[(String, String)], max_body: usize) -> Result<usize, ReadError> {
+    fn fields<'a>(
+        headers: &'a [(String, String)],
+        name: &'static str,
+    ) -> impl Iterator<Item = &'a str> {
+        headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    let has_length = fields(headers, "Content-Length").next().is_some();
+    let codings: Vec<&str> = fields(headers, "Transfer-Encoding")
+        .flat_map(|v| v.split(','))
+        .map(|c| c.trim_matches([' ', '\t']))
+        .filter(|c| !c.is_empty())
+        .collect();
+    if fields(headers, "Transfer-Encoding").next().is_some() {
+        if has_length {
+            return Err(ReadError::Malformed(
+                "both Transfer-Encoding and Content-Length: the framing is ambiguous (RFC 9112 §6.3)"
+                    .into(),
+            ));
+        }
+        if !codings
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case("chunked"))
+        {
+            return Err(ReadError::Malformed(format!(
+                "Transfer-Encoding {:?} does not end in chunked: the body length cannot be known (RFC 9112 §6.3)",
+                codings.join(", ")
+            )));
+        }
+        return Err(ReadError::LengthRequired);
+    }
+    let mut value: Option<u64> = None;
+    let mut too_large = false;
+    for field in fields(headers, "Content-Length") {
+        let bad = || ReadError::Malformed(format!("invalid Content-Length {field:?}"));
+        let mut elements = 0;
+        for element in field.split(',').map(|e| e.trim_matches([' ', '\t'])) {
+            if element.is_empty() {
+                continue;
+            }
+            if !element.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            elements += 1;
+            // All digits: a failed parse can only be an overflow.
+            let Ok(n) = element.parse::<u64>() else {
+                too_large = true;
+                continue;
+            };
+            match value {
+                Some(v) if v != n => {
+                    return Err(ReadError::Malformed(format!(
+                        "conflicting Content-Length values ({v} and {n})"
+                    )))
+                }
+                _ => value = Some(n),
+            }
+        }
+        if elements == 0 {
+            return Err(bad());
+        }
+    }
+    if too_large && value.is_some() {
+        return Err(ReadError::Malformed(
+            "conflicting Content-Length values".into(),
+        ));
+    }
+    match value {
+        _ if too_large => Err(ReadError::BodyTooLarge { limit: max_body }),
+        None => Ok(0),
+        Some(n) if n > max_body as u64 => Err(ReadError::BodyTooLarge { limit: max_body }),
+        Some(n) => Ok(n as usize),
+    }
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -338,6 +419,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -444,7 +526,10 @@ fn serve_conn(mut conn: Conn, limits: Limits, tcp: bool, handler: &dyn Handler) 
             // A timeout or an i/o error left nothing to read that matters.
             let unread = matches!(
                 e,
-                ReadError::BodyTooLarge { .. } | ReadError::HeadTooLarge | ReadError::Malformed(_)
+                ReadError::BodyTooLarge { .. }
+                    | ReadError::HeadTooLarge
+                    | ReadError::Malformed(_)
+                    | ReadError::LengthRequired
             );
             (handler.reject(&e), unread)
         }
@@ -547,6 +632,47 @@ pub fn unix_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn len(fields: &[(&str, &str)]) -> Result<usize, String> {
+        let hs: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        body_length(&hs, 100).map_err(|e| match e {
+            ReadError::Malformed(_) => "400".into(),
+            ReadError::LengthRequired => "411".into(),
+            ReadError::BodyTooLarge { .. } => "413".into(),
+            other => other.to_string(),
+        })
+    }
+
+    #[test]
+    fn body_framing() {
+        let cl = "content-length";
+        let te = "Transfer-Encoding";
+        assert_eq!(len(&[]), Ok(0));
+        assert_eq!(len(&[(cl, "2")]), Ok(2));
+        assert_eq!(len(&[(cl, "002")]), Ok(2));
+        assert_eq!(len(&[(cl, "2, 2")]), Ok(2));
+        assert_eq!(len(&[(cl, "2,2,")]), Ok(2));
+        assert_eq!(len(&[(cl, "2"), ("Content-Length", "2")]), Ok(2));
+        for bad in ["+2", "-2", " ", "", "2 2", "0x2", "2.0", "2, 3", "2,x", "١"] {
+            assert_eq!(len(&[(cl, bad)]), Err("400".into()), "{bad:?}");
+        }
+        assert_eq!(len(&[(cl, "2"), (cl, "3")]), Err("400".into()));
+        assert_eq!(len(&[(cl, "101")]), Err("413".into()));
+        assert_eq!(len(&[(cl, "99999999999999999999999")]), Err("413".into()));
+        assert_eq!(
+            len(&[(cl, "2, 99999999999999999999999")]),
+            Err("400".into())
+        );
+        assert_eq!(len(&[(te, "chunked")]), Err("411".into()));
+        assert_eq!(len(&[(te, "gzip"), (te, "Chunked")]), Err("411".into()));
+        assert_eq!(len(&[(te, "chunked"), (cl, "2")]), Err("400".into()));
+        assert_eq!(len(&[(te, "chunked, gzip")]), Err("400".into()));
+        assert_eq!(len(&[(te, "identity")]), Err("400".into()));
+        assert_eq!(len(&[(te, "")]), Err("400".into()));
+    }
 
     #[test]
     fn percent() {

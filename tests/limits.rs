@@ -349,3 +349,170 @@ fn zero_backoff_min_restarts_at_once_then_backs_off() {
         assert!(w[1] >= w[0] * 0.8, "delays grow: {delays:?}");
     }
 }
+
+// ----- request framing (RFC 9112 §6.3) ----------------------------------------
+
+/// Send `bytes` on a fresh connection (unix socket or loopback TCP) and
+/// read the whole answer: its status and body.
+fn raw(to: &Result<std::path::PathBuf, u16>, bytes: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut buf = Vec::new();
+    let t = Some(Duration::from_secs(10));
+    match to {
+        Ok(sock) => {
+            let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+            s.set_read_timeout(t).unwrap();
+            s.write_all(bytes).unwrap();
+            s.read_to_end(&mut buf).unwrap();
+        }
+        Err(port) => {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", *port)).unwrap();
+            s.set_read_timeout(t).unwrap();
+            s.write_all(bytes).unwrap();
+            s.read_to_end(&mut buf).unwrap();
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn request_framing_follows_rfc_9112() {
+    let port = free_port();
+    let host = running_host(&[("ECS_WARDEN_API_PORT", &port.to_string())]);
+    let sock = host.path("run/ecs-warden/control.sock");
+    // (what, head fields, body, expected status, words in the answer)
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        (
+            "a signed length",
+            "Content-Length: +2\r\n",
+            "{}",
+            400,
+            "Content-Length",
+        ),
+        (
+            "a negative length",
+            "Content-Length: -2\r\n",
+            "{}",
+            400,
+            "Content-Length",
+        ),
+        (
+            "a hex length",
+            "Content-Length: 0x2\r\n",
+            "{}",
+            400,
+            "Content-Length",
+        ),
+        (
+            "an empty length",
+            "Content-Length: \r\n",
+            "",
+            400,
+            "Content-Length",
+        ),
+        (
+            "two conflicting fields",
+            "Content-Length: 2\r\nContent-Length: 3\r\n",
+            "{}x",
+            400,
+            "Content-Length",
+        ),
+        (
+            "a list that disagrees",
+            "Content-Length: 2, 3\r\n",
+            "{}x",
+            400,
+            "Content-Length",
+        ),
+        (
+            "a list with junk",
+            "Content-Length: 2, x\r\n",
+            "{}",
+            400,
+            "Content-Length",
+        ),
+        (
+            "Transfer-Encoding with Content-Length",
+            "Transfer-Encoding: chunked\r\nContent-Length: 2\r\n",
+            "{}",
+            400,
+            "Transfer-Encoding",
+        ),
+        (
+            "chunked not last",
+            "Transfer-Encoding: chunked, gzip\r\n",
+            "",
+            400,
+            "Transfer-Encoding",
+        ),
+        (
+            "identity coding",
+            "Transfer-Encoding: identity\r\n",
+            "",
+            400,
+            "Transfer-Encoding",
+        ),
+        (
+            "a chunked body",
+            "Transfer-Encoding: chunked\r\n",
+            "2\r\n{}\r\n0\r\n\r\n",
+            411,
+            "Content-Length",
+        ),
+        (
+            "a length beyond any cap",
+            "Content-Length: 99999999999999999999999\r\n",
+            "{}",
+            413,
+            "request body over",
+        ),
+        // RFC 9112 §6.3 (5): the same valid value repeated is that value.
+        (
+            "a list of one value",
+            "Content-Length: 2, 2\r\n",
+            "{}",
+            200,
+            "\"agentUpdateStatus\"",
+        ),
+        (
+            "the same field twice",
+            "Content-Length: 2\r\nContent-Length: 2\r\n",
+            "{}",
+            200,
+            "\"agentUpdateStatus\"",
+        ),
+        (
+            "a plain length",
+            "Content-Length: 2\r\n",
+            "{}",
+            200,
+            "\"agentUpdateStatus\"",
+        ),
+    ];
+    for to in [Ok(sock.clone()), Err(port)] {
+        for (what, fields, body, want, says) in cases {
+            // Over TCP only the framing errors are checked: a framed
+            // request is refused later, unsigned.
+            if to.is_err() && *want == 200 {
+                continue;
+            }
+            let req = format!(
+                "GET /v1/status HTTP/1.1\r\nHost: x\r\n{fields}Connection: close\r\n\r\n{body}"
+            );
+            let (status, answer) = raw(&to, req.as_bytes());
+            assert_eq!(status, *want, "{what} over {to:?}: {answer}");
+            assert!(answer.contains(says), "{what} over {to:?}: {answer}");
+        }
+    }
+    assert_eq!(host.status().unwrap()["supervisor"]["restarts"], 0);
+}

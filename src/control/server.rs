@@ -117,6 +117,7 @@ pub fn reject(err: &ReadError) -> Response {
         ReadError::Timeout => (408, "RequestTimeout"),
         ReadError::BodyTooLarge { .. } => (413, "RequestEntityTooLarge"),
         ReadError::HeadTooLarge => (431, "RequestHeaderFieldsTooLarge"),
+        ReadError::LengthRequired => (411, "LengthRequired"),
         _ => (400, "BadRequest"),
     };
     respond(Err(ApiError::new(status, name, err.to_string())))
