@@ -86,6 +86,9 @@ pub struct UpdateConfig {
     pub attempts: u32,
     /// First retry delay; doubles per attempt.
     pub retry_delay: Duration,
+    /// Largest build accepted, in bytes: a manifest entry above it is
+    /// refused, and so is a size learned from the source.
+    pub max_build_size: u64,
 }
 
 /// The validated configuration. Built once at the edge, passed down.
@@ -115,6 +118,10 @@ pub const MAX_ENV_ENTRY: usize = 128 * 1024;
 /// for the inherited environment, the paths the warden adds and argv.
 pub const MAX_ENV_TOTAL: usize = 1024 * 1024;
 
+/// The highest `ECS_WARDEN_MAX_BUILD_SIZE` (1 PiB): far above any build,
+/// and low enough that no size arithmetic on a build can overflow.
+pub const MAX_BUILD_SIZE_LIMIT: u64 = 1 << 50;
+
 /// The warden's own keys with their defaults; documented in README.md.
 pub const DEFAULTS: &[(&str, &str)] = &[
     ("ECS_LOGLEVEL", "info"),
@@ -133,6 +140,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("ECS_WARDEN_DOWNLOAD_STALL_WINDOW", "60s"),
     ("ECS_WARDEN_DOWNLOAD_ATTEMPTS", "5"),
     ("ECS_WARDEN_DOWNLOAD_RETRY_DELAY", "1s"),
+    // 1 GiB: ten times the real agent's tarball.
+    ("ECS_WARDEN_MAX_BUILD_SIZE", "1073741824"),
     ("ECS_CLUSTER", "default"),
 ];
 
@@ -298,6 +307,7 @@ impl Config {
             stall_window: v.duration("ECS_WARDEN_DOWNLOAD_STALL_WINDOW")?,
             attempts,
             retry_delay: v.duration("ECS_WARDEN_DOWNLOAD_RETRY_DELAY")?,
+            max_build_size: v.integer("ECS_WARDEN_MAX_BUILD_SIZE", 1, MAX_BUILD_SIZE_LIMIT)?,
         };
         if let Some(src) = &update.source {
             crate::update::manifest::check_source(src, update.allow_http)

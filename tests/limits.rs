@@ -516,3 +516,94 @@ fn request_framing_follows_rfc_9112() {
     }
     assert_eq!(host.status().unwrap()["supervisor"]["restarts"], 0);
 }
+
+// ----- the size of a build --------------------------------------------------
+
+#[test]
+fn an_absurd_manifest_size_is_refused_up_front() {
+    let srv = Server::start();
+    let bytes = b"not really an agent".to_vec();
+    srv.file("/agents/1.1.0", bytes.clone());
+    let mut e = server::entry("1.1.0", &bytes, "agents/1.1.0");
+    e["size"] = json!(u64::MAX);
+    let src = srv.manifest(&json!({"schemaVersion": 1, "agents": [
+        server::entry("1.0.5", &bytes, "agents/1.1.0"), e
+    ]}));
+    let host = running_host(&[]);
+    let ran = host.run(&["update", "--no-wait", "--source", &src]);
+    assert_eq!(ran.code, 13, "InvalidParameterException: {ran:?}");
+    for says in [
+        "InvalidParameterException",
+        "agents[1]",
+        "1.1.0",
+        "18446744073709551615",
+        "ECS_WARDEN_MAX_BUILD_SIZE",
+    ] {
+        assert!(ran.stderr.contains(says), "says {says:?}: {ran:?}");
+    }
+    assert_eq!(host.journal(), None, "nothing was journaled");
+    assert!(
+        srv.seen_at("/agents/1.1.0").is_empty(),
+        "nothing was downloaded"
+    );
+    let st = host.status().unwrap();
+    assert_eq!(st["update"]["state"], Value::Null, "{st}");
+    assert_eq!(host.agent_version().as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn the_build_size_bound_is_configured_and_applies_to_agent_stage_calls() {
+    let srv = Server::start();
+    let bytes = vec![7u8; 2000];
+    srv.file("/agents/1.1.0", bytes.clone());
+    let src = srv.manifest(&json!({"schemaVersion": 1, "agents": [
+        server::entry("1.1.0", &bytes, "agents/1.1.0")
+    ]}));
+    let host = running_host(&[("ECS_WARDEN_MAX_BUILD_SIZE", "1999")]);
+    let ran = host.run(&["update", "--no-wait", "--source", &src]);
+    assert_eq!(ran.code, 13, "{ran:?}");
+    assert!(ran.stderr.contains("2000"), "{ran:?}");
+    assert!(
+        ran.stderr.contains("ECS_WARDEN_MAX_BUILD_SIZE (1999"),
+        "{ran:?}"
+    );
+
+    // The agent's stage call gives no size: the server's answer to HEAD is
+    // held to the same bound, before any byte is fetched.
+    let body =
+        json!({"location": srv.url("/agents/1.1.0"), "signature": sha256_hex(&bytes)}).to_string();
+    let req = format!(
+        "POST /v1/agent/stage HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, answer) = raw(
+        &Ok(host.path("run/ecs-warden/control.sock")),
+        req.as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let u = host.wait_update_end(Duration::from_secs(30));
+    assert_eq!(u["state"], "FAILED", "{u:#}");
+    let msg = u["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("ECS_WARDEN_MAX_BUILD_SIZE"), "{u:#}");
+    assert!(msg.contains("2000"), "{u:#}");
+    let gets = srv
+        .seen_at("/agents/1.1.0")
+        .into_iter()
+        .filter(|s| s.method == "GET")
+        .count();
+    assert_eq!(gets, 0, "nothing was downloaded");
+}
+
+#[test]
+fn a_bad_build_size_bound_is_a_config_error() {
+    for bad in ["0", "1GiB", "-1", "99999999999999999999"] {
+        let host = Host::new();
+        let line = host.append_config_text(&format!("ECS_WARDEN_MAX_BUILD_SIZE={bad}\n"));
+        assert_config_error(
+            &host,
+            line,
+            "ECS_WARDEN_MAX_BUILD_SIZE",
+            "expected a whole number",
+        );
+    }
+}

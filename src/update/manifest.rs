@@ -215,6 +215,19 @@ fn validate(source: &str, i: usize, e: &Entry) -> Result<Build, String> {
     })
 }
 
+/// Refuse a manifest with an entry larger than `max` bytes (the
+/// configured `ECS_WARDEN_MAX_BUILD_SIZE`); `builds` are `parse`'s, in the
+/// manifest's order.
+pub fn check_sizes(source: &str, builds: &[Build], max: u64) -> Result<(), String> {
+    match builds.iter().enumerate().find(|(_, b)| b.target.size > max) {
+        Some((i, b)) => Err(format!(
+            "manifest {source}: agents[{i}] (version {}): size {} bytes is above ECS_WARDEN_MAX_BUILD_SIZE ({max} bytes)",
+            b.target.version, b.target.size
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Pick the target: exactly `want` when given, else the highest version
 /// for `arch`.
 pub fn choose(
