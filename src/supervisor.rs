@@ -195,6 +195,9 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
     sup.notifier.ready("supervising the ECS agent");
     let code = sup.run_loop(rx);
     let _ = std::fs::remove_file(paths.control_socket());
+    // The answer to `stop` (or another request the loop answered last) is
+    // still being written on its connection's thread.
+    crate::http::wait_for_answers(Duration::from_secs(1));
     drop(lock);
     Ok(code)
 }

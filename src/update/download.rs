@@ -158,15 +158,31 @@ fn learn_size(job: &Job) -> Result<u64, DlError> {
             .len()
     } else {
         let agent = fetch::agent_for(&t.url, job.proxy, job.cfg).map_err(DlError::Fatal)?;
-        let resp = agent.head(&t.url).call().map_err(|e| match e {
-            ureq::Error::Status(code, r) if (500..600).contains(&code) => {
-                DlError::Retry(format!("{}: HTTP {code} {}", t.url, r.status_text()))
-            }
-            ureq::Error::Status(code, r) => {
-                DlError::Fatal(format!("{}: HTTP {code} {}", t.url, r.status_text()))
-            }
-            ureq::Error::Transport(e) => DlError::Retry(format!("{}: {e}", t.url)),
-        })?;
+        // An overall deadline, as for a manifest: an answer trickled a
+        // byte at a time must not hold the update for minutes.
+        let deadline = fetch::probe_deadline(job.cfg);
+        let started = Instant::now();
+        let resp = agent
+            .head(&t.url)
+            .timeout(deadline)
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::Status(code, r) if (500..600).contains(&code) => {
+                    DlError::Retry(format!("{}: HTTP {code} {}", t.url, r.status_text()))
+                }
+                ureq::Error::Status(code, r) => {
+                    DlError::Fatal(format!("{}: HTTP {code} {}", t.url, r.status_text()))
+                }
+                ureq::Error::Transport(e) if started.elapsed() >= deadline => {
+                    DlError::Retry(format!(
+                        "{}: HEAD: no complete answer within {} (connect plus read timeout, at most {}): {e}",
+                        t.url,
+                        humantime::format_duration(deadline),
+                        humantime::format_duration(fetch::PROBE_DEADLINE_CAP)
+                    ))
+                }
+                ureq::Error::Transport(e) => DlError::Retry(format!("{}: {e}", t.url)),
+            })?;
         resp.header("Content-Length")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or_else(|| {
