@@ -900,18 +900,35 @@ mod tests {
         }
     }
 
-    /// A server on a unix socket in `dir` with `max_conns`; the sender
-    /// that releases `/block` answers and the receiver that says one began.
+    enum Addr {
+        Unix(std::path::PathBuf),
+        Tcp(u16),
+    }
+
+    /// A server on a unix socket in `dir` (or on loopback TCP) with
+    /// `max_conns`; the sender that releases `/block` answers and the
+    /// receiver that says one began.
     fn server(
         dir: &std::path::Path,
         max_conns: usize,
-    ) -> (std::path::PathBuf, mpsc::Sender<()>, mpsc::Receiver<()>) {
-        let sock = dir.join("s.sock");
+        tcp: bool,
+    ) -> (Addr, mpsc::Sender<()>, mpsc::Receiver<()>) {
+        let (listener, addr) = if tcp {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            (Listener::Tcp(l), Addr::Tcp(port))
+        } else {
+            let sock = dir.join("s.sock");
+            (
+                Listener::Unix(UnixListener::bind(&sock).unwrap()),
+                Addr::Unix(sock),
+            )
+        };
         let (etx, erx) = mpsc::channel();
         let (rtx, rrx) = mpsc::channel();
         serve(
             "test",
-            Listener::Unix(UnixListener::bind(&sock).unwrap()),
+            listener,
             Limits {
                 max_conns,
                 max_slow: 1,
@@ -923,19 +940,28 @@ mod tests {
                 release: Mutex::new(rrx),
             }),
         );
-        (sock, rtx, erx)
+        (addr, rtx, erx)
     }
 
-    fn send(sock: &std::path::Path, req: &[u8]) -> UnixStream {
-        let mut s = UnixStream::connect(sock).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(req).unwrap();
-        s
+    fn connect(addr: &Addr) -> Conn {
+        let c = match addr {
+            Addr::Unix(p) => Conn::Unix(UnixStream::connect(p).unwrap()),
+            Addr::Tcp(port) => Conn::Tcp(TcpStream::connect(("127.0.0.1", *port)).unwrap()),
+        };
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
     }
 
-    fn answer(mut s: UnixStream) -> io::Result<String> {
+    fn send(addr: &Addr, req: &[u8]) -> Conn {
+        let c = connect(addr);
+        (&c).write_all(req).unwrap();
+        c
+    }
+
+    fn answer(c: Conn) -> io::Result<String> {
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
+        (&c).read_to_end(&mut buf)?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
@@ -944,29 +970,30 @@ mod tests {
     /// from being destroyed by a reset).
     #[test]
     fn refused_at_accept_the_client_still_reads_its_503() {
-        let dir = tempfile::tempdir().unwrap();
-        let (sock, release, entered) = server(dir.path(), 2);
-        let busy: Vec<_> = (0..2)
-            .map(|_| send(&sock, b"GET /block HTTP/1.1\r\n\r\n"))
-            .collect();
-        for _ in 0..2 {
-            entered.recv_timeout(Duration::from_secs(5)).unwrap();
-        }
-        for i in 0..20 {
-            let mut req = b"POST /x HTTP/1.1\r\nContent-Length: 100000\r\n\r\n".to_vec();
-            req.extend(vec![b'x'; 100_000]);
-            let mut s = UnixStream::connect(&sock).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-            let _ = s.write_all(&req);
-            let got = answer(s).unwrap_or_else(|e| panic!("refusal {i}: no answer: {e}"));
-            assert!(got.starts_with("HTTP/1.1 503"), "refusal {i}: {got:?}");
-        }
-        for _ in 0..2 {
-            release.send(()).unwrap();
-        }
-        for s in busy {
-            assert!(answer(s).unwrap().starts_with("HTTP/1.1 200"));
+        for tcp in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (addr, release, entered) = server(dir.path(), 2, tcp);
+            let busy: Vec<_> = (0..2)
+                .map(|_| send(&addr, b"GET /block HTTP/1.1\r\n\r\n"))
+                .collect();
+            for _ in 0..2 {
+                entered.recv_timeout(Duration::from_secs(5)).unwrap();
+            }
+            for i in 0..20 {
+                let mut req = b"POST /x HTTP/1.1\r\nContent-Length: 100000\r\n\r\n".to_vec();
+                req.extend(vec![b'x'; 100_000]);
+                let c = connect(&addr);
+                let _ = (&c).write_all(&req);
+                let got = answer(c)
+                    .unwrap_or_else(|e| panic!("refusal {i} (tcp: {tcp}): no answer: {e}"));
+                assert!(got.starts_with("HTTP/1.1 503"), "refusal {i}: {got:?}");
+            }
+            for _ in 0..2 {
+                release.send(()).unwrap();
+            }
+            for c in busy {
+                assert!(answer(c).unwrap().starts_with("HTTP/1.1 200"));
+            }
         }
     }
 
@@ -974,24 +1001,26 @@ mod tests {
     /// room for one that sends its request.
     #[test]
     fn the_oldest_incomplete_connection_makes_room() {
-        let dir = tempfile::tempdir().unwrap();
-        let (sock, _release, _entered) = server(dir.path(), 2);
-        let idle: Vec<_> = (0..2)
-            .map(|_| {
-                let s = send(&sock, b"GET /x HTT");
-                std::thread::sleep(Duration::from_millis(50));
-                s
-            })
-            .collect();
-        let got = answer(send(&sock, b"GET /x HTTP/1.1\r\n\r\n")).unwrap();
-        assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
-        let mut idle = idle.into_iter();
-        let oldest = answer(idle.next().unwrap()).unwrap();
-        assert!(oldest.starts_with("HTTP/1.1 503"), "{oldest:?}");
-        // The younger one is still being read: it completes normally.
-        let mut young = idle.next().unwrap();
-        young.write_all(b"P/1.1\r\n\r\n").unwrap();
-        assert!(answer(young).unwrap().starts_with("HTTP/1.1 200"));
+        for tcp in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (addr, _release, _entered) = server(dir.path(), 2, tcp);
+            let idle: Vec<_> = (0..2)
+                .map(|_| {
+                    let c = send(&addr, b"GET /x HTT");
+                    std::thread::sleep(Duration::from_millis(50));
+                    c
+                })
+                .collect();
+            let got = answer(send(&addr, b"GET /x HTTP/1.1\r\n\r\n")).unwrap();
+            assert!(got.starts_with("HTTP/1.1 200"), "tcp {tcp}: {got:?}");
+            let mut idle = idle.into_iter();
+            let oldest = answer(idle.next().unwrap()).unwrap();
+            assert!(oldest.starts_with("HTTP/1.1 503"), "tcp {tcp}: {oldest:?}");
+            // The younger one is still being read: it completes normally.
+            let young = idle.next().unwrap();
+            (&young).write_all(b"P/1.1\r\n\r\n").unwrap();
+            assert!(answer(young).unwrap().starts_with("HTTP/1.1 200"));
+        }
     }
 
     fn len(fields: &[(&str, &str)]) -> Result<usize, String> {
