@@ -12,7 +12,10 @@ use ecs_warden::paths::Paths;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    ecs_warden::failpoint::arm(std::env::var("ECS_WARDEN_FAILPOINT").ok());
+    ecs_warden::failpoint::arm(
+        std::env::var("ECS_WARDEN_FAILPOINT").ok(),
+        std::env::var_os("ECS_WARDEN_FAILPOINT_PAUSE").map(std::path::PathBuf::from),
+    );
     let handoff = std::env::var_os(ecs_warden::reexec::HANDOFF_ENV).map(std::path::PathBuf::from);
     // Not for the agent's environment, nor for a later re-exec.
     std::env::remove_var(ecs_warden::reexec::HANDOFF_ENV);

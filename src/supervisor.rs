@@ -259,8 +259,9 @@ impl World for View<'_> {
             .build(version)
             .map(|b| built(self.paths, b))
     }
-    fn has_snapshot(&self, version: &str) -> bool {
-        worker::snapshot_path(self.paths, version).is_dir()
+    fn snapshot_by(&self, version: &str) -> Option<String> {
+        crate::update::snapshot::marker(&worker::snapshot_path(self.paths, version))
+            .map(|m| m.update_id)
     }
     fn agent_running(&self) -> bool {
         matches!(self.agent, AgentState::Running { .. })
@@ -364,13 +365,16 @@ impl Supervisor {
     ) -> Outcome {
         let store = Store::new(&self.paths);
         match effect {
-            Effect::Record(rec) => match self.journal.write(&rec) {
-                Ok(()) => return Outcome::Next(Input::Recorded),
-                Err(e) => {
-                    log::error!("update journal: {e}");
-                    return Outcome::Failed(Input::NotRecorded(e.to_string()));
-                }
-            },
+            Effect::Record(rec) => {
+                failpoint::before_record(rec.step);
+                return match self.journal.write(&rec) {
+                    Ok(()) => Outcome::Next(Input::Recorded),
+                    Err(e) => {
+                        log::error!("update journal: {e}");
+                        Outcome::Failed(Input::NotRecorded(e.to_string()))
+                    }
+                };
+            }
             Effect::Work(work) => self.spawn_worker(work),
             Effect::StopAgent => {
                 if !self.stop_agent(StopFor::Machine) {

@@ -82,8 +82,9 @@ pub trait World {
     fn current_is(&self, version: &str) -> bool;
     /// The complete build of `version`, if installed.
     fn build(&self, version: &str) -> Option<Built>;
-    /// Whether build `version` has a data snapshot.
-    fn has_snapshot(&self, version: &str) -> bool;
+    /// The update that took build `version`'s data snapshot, if it has a
+    /// complete one.
+    fn snapshot_by(&self, version: &str) -> Option<String>;
     /// Whether the agent runs now.
     fn agent_running(&self) -> bool;
     /// Whether no agent runs and none is due (it exited and the warden
@@ -1226,9 +1227,24 @@ impl Machine {
             }
             RollbackRestore => {
                 let back = self.rollback_version();
-                if self.rec().restore_data && w.has_snapshot(&back) {
+                let r = self.rec();
+                // A failed update restores only the snapshot it took itself
+                // (an older one would lose the data written since); an
+                // operator's rollback restores the one taken when the build
+                // it goes back to was replaced.
+                let restore = r.restore_data
+                    && match w.snapshot_by(&back) {
+                        Some(by) => r.origin == Origin::Rollback || by == r.id,
+                        None => false,
+                    };
+                if restore {
                     fx.push(Effect::Work(Work::Restore { id, version: back }));
                 } else {
+                    if r.restore_data && r.origin != Origin::Rollback {
+                        log::warn!(
+                            "rollback: this update took no data snapshot of {back}; the agent's data is left as it is"
+                        );
+                    }
                     self.after_restore(Ok(()), fx);
                 }
             }
