@@ -98,7 +98,14 @@ const VERBS: &[VerbSpec] = &[
         flags: &[],
         summary: "stop the running warden and its agent gracefully, and wait",
         help: "Asks the running warden (over its control socket) to stop the agent and\n\
-               exit, then waits until it has. Succeeds when no warden is running.",
+               exit, then waits until it has. Succeeds when no warden is running.\n\n\
+               During an update the agent is stopped in every case (whichever build runs)\n\
+               and the warden exits without waiting for the update to end. The update\n\
+               keeps its step in the journal, and the next start resumes or undoes it:\n\
+               a download resumes from its partial file; a STAGED build stays staged;\n\
+               before the old agent was stopped, the old build starts again and the step\n\
+               is redone; once the new build was switched in, it is started and checked\n\
+               again (at most 3 starts, then the rollback); a rollback goes on.",
     },
     VerbSpec {
         verb: Verb::PreStop,

@@ -145,6 +145,12 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
         Some(h) => Lock::adopt(h.lock_fd, &paths.lock())?,
         None => Lock::acquire(&paths.lock())?,
     };
+    // What a warden killed in the middle of a durable write left behind.
+    for dir in [&paths.warden_dir, &paths.agents_dir] {
+        for p in crate::durable::remove_stale_temps(dir) {
+            log::info!("removed the leftover {}", paths.display_rel(&p));
+        }
+    }
     Store::new(paths).ensure_current()?;
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx.clone())?;
@@ -171,6 +177,9 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
     sup.notifier.ready("supervising the ECS agent");
     let code = sup.run_loop(rx);
     let _ = std::fs::remove_file(paths.control_socket());
+    // The answer to `stop` (or another request the loop answered last) is
+    // still being written on its connection's thread.
+    crate::http::wait_for_answers(Duration::from_secs(1));
     drop(lock);
     Ok(code)
 }
