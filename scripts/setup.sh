@@ -21,12 +21,15 @@ cd "$(dirname "$0")/.."
 #   binutils               strip (the tests' small agent builds), ar, ld
 #   procps                 kill (tests/sample_agent.rs)
 #   mount e2fsprogs        mount/umount of a tmpfs, chattr (tests/faults.rs)
+#   iptables iproute2      the host network tests, in network namespaces
+#   util-linux             they make (unshare, nsenter)
 #   busybox-static         the task image, the packaging tests' chroots
 #   ca-certificates curl   https for pip; curl for demo.sh and bench.sh
 #   python3 python3-pip    the AWS CLI and boto3/botocore, below
 # and with --bench what scripts/bench.sh runs as peers:
 #   nginx-light s6 runit openssl time
-want=(gcc libc6-dev binutils procps mount e2fsprogs busybox-static ca-certificates curl)
+want=(gcc libc6-dev binutils procps mount e2fsprogs iptables iproute2 util-linux
+    busybox-static ca-certificates curl)
 if [ "${1:-}" = "--bench" ]; then
     want+=(nginx-light s6 runit openssl time)
 fi

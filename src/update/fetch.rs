@@ -9,13 +9,14 @@
 //!    against `Source::check_redirect` from the hop before it. A refusal
 //!    ends the request; nothing was sent to that URL.
 //! 2. Send the request (same method, same headers: a download's `Range`
-//!    too) with ureq's redirects off, through the proxy for this hop's host.
+//!    too) with ureq's redirects off, through the proxy for this hop's host,
+//!    within what is left of the overall deadline when there is one.
 //! 3. A 301, 302, 303, 307 or 308 with a `Location`: resolve it against
 //!    this hop's URL (`Url::join`) and go to 1, at most `MAX_REDIRECTS`
 //!    times.
 //! 4. Anything else is the answer, returned with the URL that gave it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use url::Host;
 
@@ -55,12 +56,43 @@ pub struct Fetched {
     pub response: ureq::Response,
 }
 
+/// Longest overall deadline of a small fetch (see `probe_deadline`).
+pub const PROBE_DEADLINE_CAP: Duration = Duration::from_secs(20);
+
+/// The overall deadline of a manifest fetch or a `HEAD` probe of a build,
+/// redirects and body included: one connect plus one read timeout, at most
+/// `PROBE_DEADLINE_CAP`. Their answers are small, so a server that
+/// trickles them a byte at a time (never silent long enough for the read
+/// timeout) is cut off here; and the cap keeps it below the 30 s the CLI
+/// waits for its answer, so the CLI hears why.
+pub fn probe_deadline(cfg: &UpdateConfig) -> Duration {
+    cfg.connect_timeout
+        .saturating_add(cfg.read_timeout)
+        .min(PROBE_DEADLINE_CAP)
+}
+
+/// `detail` of a failure, saying so when it came from the overall
+/// `deadline` of a request that started at `started`.
+pub fn past_deadline(deadline: Duration, started: Instant, detail: String) -> String {
+    if started.elapsed() >= deadline {
+        format!(
+            "no complete answer within {} (connect plus read timeout, at most {}): {detail}",
+            humantime::format_duration(deadline),
+            humantime::format_duration(PROBE_DEADLINE_CAP)
+        )
+    } else {
+        detail
+    }
+}
+
 /// `method` (`GET` or `HEAD`) on `src` with `headers`, following redirects
-/// as the module's steps say. `src` must be http or https.
+/// as the module's steps say, all hops and the body within `deadline` when
+/// one is given. `src` must be http or https.
 pub fn request(
     method: &str,
     src: &Source,
     headers: &[(&str, &str)],
+    deadline: Option<Duration>,
     proxy: &ProxyConfig,
     cfg: &UpdateConfig,
 ) -> Result<Fetched, FetchError> {
@@ -69,6 +101,11 @@ pub fn request(
         reason,
     };
     src.check(cfg.allow_http).map_err(|m| refused(src, m))?;
+    let started = Instant::now();
+    let late = |detail: String| match deadline {
+        Some(d) => past_deadline(d, started, detail),
+        None => detail,
+    };
     let mut url = src.clone();
     let mut hops = 0;
     loop {
@@ -79,6 +116,16 @@ pub fn request(
         let mut req = agent.request_url(method, url.url());
         for (k, v) in headers {
             req = req.set(k, v);
+        }
+        if let Some(d) = deadline {
+            let left = d.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(FetchError::Transport {
+                    url,
+                    detail: late(format!("{hops} redirects took all of it")),
+                });
+            }
+            req = req.timeout(left);
         }
         let resp = match req.call() {
             Ok(r) => r,
@@ -92,7 +139,7 @@ pub fn request(
             Err(ureq::Error::Transport(t)) => {
                 return Err(FetchError::Transport {
                     url,
-                    detail: transport_detail(&t),
+                    detail: late(transport_detail(&t)),
                 })
             }
         };

@@ -74,13 +74,20 @@ pub fn fetch(
             .map_err(|e| format!("read manifest {shown}: {e}"))?;
         source.clone()
     } else {
-        let got = fetch::request("GET", source, &[], proxy, cfg)
+        // An overall deadline: a manifest trickled a byte at a time must
+        // not hold this thread (and the CLI waiting on it) for minutes.
+        let deadline = fetch::probe_deadline(cfg);
+        let started = std::time::Instant::now();
+        let got = fetch::request("GET", source, &[], Some(deadline), proxy, cfg)
             .map_err(|e| format!("fetch manifest {e}"))?;
         got.response
             .into_reader()
             .take(MAX_MANIFEST + 1)
             .read_to_end(&mut out)
-            .map_err(|e| format!("fetch manifest {}: {e}", got.url))?;
+            .map_err(|e| {
+                let e = fetch::past_deadline(deadline, started, e.to_string());
+                format!("fetch manifest {}: {e}", got.url)
+            })?;
         got.url
     };
     if out.len() as u64 > MAX_MANIFEST {
@@ -153,6 +160,19 @@ fn validate(source: &Source, i: usize, e: &Entry) -> Result<Build, String> {
         version,
         arch: e.arch.clone(),
     })
+}
+
+/// Refuse a manifest with an entry larger than `max` bytes (the
+/// configured `ECS_WARDEN_MAX_BUILD_SIZE`); `builds` are `parse`'s, in the
+/// manifest's order.
+pub fn check_sizes(source: &Source, builds: &[Build], max: u64) -> Result<(), String> {
+    match builds.iter().enumerate().find(|(_, b)| b.target.size > max) {
+        Some((i, b)) => Err(format!(
+            "manifest {source}: agents[{i}] (version {}): size {} bytes is above ECS_WARDEN_MAX_BUILD_SIZE ({max} bytes)",
+            b.target.version, b.target.size
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Pick the target: exactly `want` when given, else the highest version

@@ -99,6 +99,7 @@ pub fn resolve(
     let (fetched_from, bytes) =
         manifest::fetch(&source, &cfg.proxy, &cfg.update).map_err(invalid)?;
     let builds = manifest::parse(&fetched_from, &bytes).map_err(invalid)?;
+    manifest::check_sizes(&fetched_from, &builds, cfg.update.max_build_size).map_err(invalid)?;
     let chosen = manifest::choose(&source, &builds, manifest::host_arch(), want.as_ref())
         .map_err(invalid)?;
     chosen
