@@ -194,7 +194,9 @@ build_images() { # SHARED BIN OUT
     name=$(netns_up "$$")
     # shellcheck disable=SC2064
     trap "rm -rf '$ctx'; '$SELF' netns-down '$name' >/dev/null 2>&1 || true" EXIT
-    host=$(dockerd_up "$name")
+    # Kernel overlay builds faster; fuse-overlayfs where it is refused.
+    host=$(export ECS_WARDEN_SANDBOX_STORAGE=${ECS_WARDEN_FIXTURE_STORAGE:-overlay2}; dockerd_up "$name" 2>/dev/null) ||
+        host=$(export ECS_WARDEN_SANDBOX_STORAGE=fuse-overlayfs; dockerd_up "$name")
     local D=(docker -H "$host")
 
     # The layers of upstream's scripts/dockerfiles/Dockerfile.release: the
@@ -308,7 +310,9 @@ enter() { # NAME [--jail] -- CMD...
     [ $# -gt 0 ] || die "enter $name: no command"
     [ -e "$(netns_path "$name")" ] || die "no network namespace $name"
     if [ -n "$jail" ]; then
-        exec nsenter --net="$(netns_path "$name")" --mount="/proc/$(jail_pid "$name")/ns/mnt" -- "$@"
+        # --wd=.: keep the working directory (entering a mount namespace
+        # otherwise moves to its root).
+        exec nsenter --net="$(netns_path "$name")" --mount="/proc/$(jail_pid "$name")/ns/mnt" --wd=. -- "$@"
     fi
     exec nsenter --net="$(netns_path "$name")" -- "$@"
 }

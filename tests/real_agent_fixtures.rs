@@ -244,6 +244,8 @@ fn sweep_removes_sandboxes_of_dead_owners() {
         .output()
         .unwrap();
     if !out.status.success() {
+        let _ = owner.kill();
+        let _ = owner.wait();
         unavailable::<()>(
             test,
             &format!("netns-up: {}", String::from_utf8_lossy(&out.stderr)),

@@ -440,6 +440,9 @@ impl PrivateDocker {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net={}", self.netns_path.display()))
             .arg(format!("--mount=/proc/{}/ns/mnt", self.jail_pid()))
+            // Keep the working directory (entering a mount namespace
+            // otherwise moves to its root).
+            .arg("--wd=.")
             .arg("--")
             .arg(program);
         c
