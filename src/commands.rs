@@ -276,6 +276,9 @@ fn status(paths: &Paths, flags: &Flags) -> Result<Exit> {
 fn stop(paths: &Paths) -> Result<Exit> {
     match client::call(paths, "POST", "/v1/stop", None) {
         Ok(_) => {}
+        // The warden can exit before its answer is written (its agent
+        // stopped at once); the lock below tells whether it is gone.
+        Err(Error::Peer { .. }) => {}
         Err(Error::NotRunning { .. }) => {
             println!(
                 "ecs-warden is not running for root {}",
