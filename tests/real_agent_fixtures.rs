@@ -770,3 +770,135 @@ fn ecs_init_pre_start_and_start_run_the_agent_container() {
         docker.jail_writes()
     );
 }
+
+/// `tar xOf archive member`.
+fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
+    let out = Command::new("tar")
+        .arg("xOf")
+        .arg(archive)
+        .arg(member)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tar xOf {} {member}",
+        archive.display()
+    );
+    out.stdout
+}
+
+/// The files of each layer of a `docker save` archive, in order.
+fn layer_files(archive: &Path) -> Vec<Vec<String>> {
+    let manifest: Value = serde_json::from_slice(&tar_member(archive, "manifest.json")).unwrap();
+    manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let layer = tar_member(archive, l.as_str().unwrap());
+            let mut t = Command::new("tar")
+                .arg("t")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(t.stdin.as_mut().unwrap(), &layer).unwrap();
+            drop(t.stdin.take());
+            let out = t.wait_with_output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// The image tarballs are in AWS's form (one tag, entrypoint /agent, the
+/// CA bundle, the binary in its own layer); the broken build prints its
+/// version and otherwise exits 1, in a container and extracted.
+#[test]
+fn image_tarballs_are_in_aws_form_and_the_broken_one_cannot_run() {
+    let test = "image_tarballs_are_in_aws_form_and_the_broken_one_cannot_run";
+    let Some(fx) = fixtures(test) else { return };
+    for v in [OLD, NEW, BROKEN] {
+        let tar = fx.image(v);
+        let manifest: Value = serde_json::from_slice(&tar_member(&tar, "manifest.json")).unwrap();
+        assert_eq!(manifest[0]["RepoTags"], json!([AGENT_IMAGE]), "{v}");
+        let config: Value =
+            serde_json::from_slice(&tar_member(&tar, manifest[0]["Config"].as_str().unwrap()))
+                .unwrap();
+        assert_eq!(config["config"]["Entrypoint"], json!(["/agent"]), "{v}");
+        let layers = layer_files(&tar);
+        let with = |f: &str| layers.iter().filter(|l| l.iter().any(|p| p == f)).count();
+        assert_eq!(with("agent"), 1, "{v}: /agent in one layer: {layers:?}");
+        assert_eq!(
+            with("etc/ssl/certs/ca-certificates.crt"),
+            1,
+            "{v}: the CA bundle"
+        );
+        assert_eq!(with("tmp/"), 1, "{v}: the scratch base's /tmp");
+    }
+    assert_eq!(
+        sha256_file(&fx.image(OLD)),
+        fx.image_sha256(&format!("ecs-agent-v{OLD}.tar"))
+    );
+
+    // Extracted: the entrypoint of the broken image, run natively.
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = fx.image(BROKEN);
+    let manifest: Value = serde_json::from_slice(&tar_member(&tar, "manifest.json")).unwrap();
+    let layers = layer_files(&tar);
+    let i = layers
+        .iter()
+        .position(|l| l.iter().any(|p| p == "agent"))
+        .unwrap();
+    let layer = tmp.path().join("layer.tar");
+    fs::write(
+        &layer,
+        tar_member(&tar, manifest[0]["Layers"][i].as_str().unwrap()),
+    )
+    .unwrap();
+    let st = Command::new("tar")
+        .arg("xf")
+        .arg(&layer)
+        .arg("-C")
+        .arg(tmp.path())
+        .arg("agent")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let agent = tmp.path().join("agent");
+    let out = Command::new(&agent).arg("-version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Amazon ECS Agent:\n\tVersion: 1.105.3\n\tCommit: a8b3e7d3\n\tDirty: true\n"
+    );
+    let out = Command::new(&agent).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run"));
+
+    // In a container, on a private engine.
+    let Some(ns) = Netns::new(test) else { return };
+    let docker = PrivateDocker::start(&ns);
+    docker.load(&fx.image(BROKEN));
+    let out = docker
+        .docker()
+        .args(["run", "--rm", AGENT_IMAGE, "--version"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\tVersion: 1.105.3\n"));
+    let st = docker
+        .docker()
+        .args(["run", "--rm", "--net", "host", AGENT_IMAGE])
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("cannot run"));
+}
