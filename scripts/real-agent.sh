@@ -268,14 +268,18 @@ valid_name() { [[ "$1" =~ ^ewt-[0-9]+-[0-9a-f]{6}$ ]] || die "not a sandbox name
 state_dir() { echo "$BASE/$1"; }
 
 netns_up() { # OWNER_PID: prints NAME
-    local owner=$1 name dir st
+    local owner=$1 name dir st tmp
     [ "$(id -u)" = 0 ] || die "making a network namespace needs root"
     command -v ip >/dev/null 2>&1 || _apt iproute2
     st=$(starttime "$owner") || die "owner process $owner does not exist"
     name="ewt-$owner-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
     dir=$(state_dir "$name")
-    mkdir -p "$dir"
-    echo "$owner $st" >"$dir/owner"
+    # The directory appears with its owner file (a rename), so a
+    # concurrent sweep never sees it ownerless.
+    mkdir -p "$BASE"
+    tmp=$(mktemp -d "$BASE/.new.XXXXXX")
+    echo "$owner $st" >"$tmp/owner"
+    mv "$tmp" "$dir"
     ip netns add "$name" 2>"$dir/ip.err" || die "cannot make a network namespace ($name): $(cat "$dir/ip.err")"
     echo "$name" >"$dir/netns"
     ip -n "$name" link set lo up || die "cannot bring lo up in $name"
@@ -324,8 +328,9 @@ jail_init() { # NAME CMD...: run inside `unshare --mount`; overlays, then exec
     mount --make-rprivate /
     for d in "${JAIL_DIRS[@]}"; do
         mkdir -p "$dir/jail/$d/up" "$dir/jail/$d/work"
-        mount -t overlay "ewt-jail-$d" -o "lowerdir=/$d,upperdir=$dir/jail/$d/up,workdir=$dir/jail/$d/work" "/$d" ||
-            die "cannot overlay /$d in the jail of $name"
+        mount -t overlay "ewt-jail-$d" -o "lowerdir=/$d,upperdir=$dir/jail/$d/up,workdir=$dir/jail/$d/work" "/$d" 2>/dev/null ||
+            fuse-overlayfs -o "lowerdir=/$d,upperdir=$dir/jail/$d/up,workdir=$dir/jail/$d/work" "/$d" ||
+            die "cannot overlay /$d in the jail of $name (neither kernel overlay nor fuse-overlayfs)"
     done
     readlink /proc/self/ns/mnt >"$dir/jail-mnt"
     exec "$@"
