@@ -16,7 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=(busybox-static python3 python3-pip curl ca-certificates iproute2 util-linux xz-utils fuse-overlayfs)
+# iptables, iproute2, util-linux (unshare, nsenter) and mount: the host
+# network tests, in network namespaces they make; xz-utils and
+# fuse-overlayfs: the real-agent fixtures and their private engines.
+want=(busybox-static python3 python3-pip curl ca-certificates iptables iproute2 util-linux mount xz-utils fuse-overlayfs)
 if [ "${1:-}" = "--bench" ]; then
     want+=(nginx-light s6 runit openssl hyperfine)
 fi
