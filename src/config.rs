@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::paths::Paths;
+use crate::source::Source;
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone)]
@@ -85,8 +86,9 @@ pub struct ProxyConfig {
 /// Update-machine settings.
 #[derive(Debug, Clone)]
 pub struct UpdateConfig {
-    /// Manifest URL (`https://`, `file://`, loopback `http://`).
-    pub source: Option<String>,
+    /// Manifest URL (`https://`, `file://`, loopback `http://`), checked
+    /// against the source rules.
+    pub source: Option<Source>,
     pub allow_http: bool,
     /// Exact version to install instead of the highest one.
     pub pinned_version: Option<semver::Version>,
@@ -102,6 +104,9 @@ pub struct UpdateConfig {
     pub attempts: u32,
     /// First retry delay; doubles per attempt.
     pub retry_delay: Duration,
+    /// Largest build accepted, in bytes: a manifest entry above it is
+    /// refused, and so is a size learned from the source.
+    pub max_build_size: u64,
 }
 
 /// The validated configuration. Built once at the edge, passed down.
@@ -126,6 +131,19 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// Longest `KEY=VALUE` (with its NUL) in the agent's environment: Linux's
+/// `MAX_ARG_STRLEN`, 32 pages.
+pub const MAX_ENV_ENTRY: usize = 128 * 1024;
+/// Most bytes the config may put in the agent's environment (strings and
+/// envp pointers). `execve` takes a quarter of the stack limit for argv and
+/// environment together: 2 MiB with the usual 8 MiB. Half of that is left
+/// for the inherited environment, the paths the warden adds and argv.
+pub const MAX_ENV_TOTAL: usize = 1024 * 1024;
+
+/// The highest `ECS_WARDEN_MAX_BUILD_SIZE` (1 PiB): far above any build,
+/// and low enough that no size arithmetic on a build can overflow.
+pub const MAX_BUILD_SIZE_LIMIT: u64 = 1 << 50;
+
 /// The warden's own keys with their defaults; documented in README.md.
 pub const DEFAULTS: &[(&str, &str)] = &[
     ("ECS_LOGLEVEL", "info"),
@@ -144,6 +162,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("ECS_WARDEN_DOWNLOAD_STALL_WINDOW", "60s"),
     ("ECS_WARDEN_DOWNLOAD_ATTEMPTS", "5"),
     ("ECS_WARDEN_DOWNLOAD_RETRY_DELAY", "1s"),
+    // 1 GiB: ten times the real agent's tarball.
+    ("ECS_WARDEN_MAX_BUILD_SIZE", "1073741824"),
     ("ECS_CLUSTER", "default"),
 ];
 
@@ -302,6 +322,7 @@ impl Config {
             env: &env,
             warnings: Default::default(),
         };
+        v.agent_environment()?;
         let backoff = BackoffConfig {
             min: v.duration("ECS_WARDEN_RESTART_BACKOFF_MIN")?,
             max: v.duration("ECS_WARDEN_RESTART_BACKOFF_MAX")?,
@@ -317,9 +338,16 @@ impl Config {
             ));
         }
         let attempts = v.integer("ECS_WARDEN_DOWNLOAD_ATTEMPTS", 1, 100)? as u32;
+        let allow_http = v.boolean("ECS_WARDEN_ALLOW_HTTP")?;
         let update = UpdateConfig {
-            source: v.optional("ECS_WARDEN_UPDATE_SOURCE"),
-            allow_http: v.boolean("ECS_WARDEN_ALLOW_HTTP")?,
+            source: match v.optional("ECS_WARDEN_UPDATE_SOURCE") {
+                None => None,
+                Some(s) => Some(
+                    crate::source::checked(&s, allow_http)
+                        .map_err(|m| v.bad("ECS_WARDEN_UPDATE_SOURCE", m))?,
+                ),
+            },
+            allow_http,
             pinned_version: match v.optional("ECS_WARDEN_AGENT_VERSION") {
                 None => None,
                 Some(s) => Some(semver::Version::parse(s.trim_start_matches('v')).map_err(
@@ -333,17 +361,14 @@ impl Config {
             },
             health_timeout: v.duration("ECS_WARDEN_HEALTH_TIMEOUT")?,
             health_stable: v.duration("ECS_WARDEN_HEALTH_STABLE")?,
-            connect_timeout: v.duration("ECS_WARDEN_DOWNLOAD_CONNECT_TIMEOUT")?,
-            read_timeout: v.duration("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT")?,
+            connect_timeout: v.positive_duration("ECS_WARDEN_DOWNLOAD_CONNECT_TIMEOUT")?,
+            read_timeout: v.positive_duration("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT")?,
             min_rate: v.integer("ECS_WARDEN_DOWNLOAD_MIN_RATE", 0, u64::MAX)?,
             stall_window: v.duration("ECS_WARDEN_DOWNLOAD_STALL_WINDOW")?,
             attempts,
             retry_delay: v.duration("ECS_WARDEN_DOWNLOAD_RETRY_DELAY")?,
+            max_build_size: v.integer("ECS_WARDEN_MAX_BUILD_SIZE", 1, MAX_BUILD_SIZE_LIMIT)?,
         };
-        if let Some(src) = &update.source {
-            crate::update::manifest::check_source(src, update.allow_http)
-                .map_err(|m| v.bad("ECS_WARDEN_UPDATE_SOURCE", m))?;
-        }
         let api_port = match v.optional("ECS_WARDEN_API_PORT") {
             None => None,
             Some(_) => Some(v.integer("ECS_WARDEN_API_PORT", 1, 65535)? as u16),
@@ -435,6 +460,80 @@ impl Validator<'_> {
                 "expected a duration such as 500ms, 30s, 2m or 1h30m".into(),
             )
         })
+    }
+
+    /// A duration that must not be zero (a zero socket timeout cannot be
+    /// set: every download would fail).
+    fn positive_duration(&self, key: &str) -> Result<Duration> {
+        let d = self.duration(key)?;
+        if d.is_zero() {
+            return Err(self.bad(
+                key,
+                "must be above 0 (a timeout of 0 can never be met)".into(),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Every entry goes to the agent's environment, so each must be one
+    /// `execve` can pass: no NUL byte, `KEY=VALUE` within
+    /// `MAX_ENV_ENTRY`, and all of them together within `MAX_ENV_TOTAL`
+    /// (counted defaults first, then by file and line; the entry that
+    /// crosses the bound is the one named).
+    fn agent_environment(&self) -> Result<()> {
+        let mut entries: Vec<(&String, &Entry)> = self.env.iter().collect();
+        // Built-in defaults first, then the files in line order.
+        entries.sort_by(|a, b| {
+            let key = |e: &Entry| e.origin.as_ref().map(|o| (o.file.clone(), o.line));
+            key(a.1).cmp(&key(b.1)).then_with(|| a.0.cmp(b.0))
+        });
+        let mut total = 0usize;
+        for (n, (k, e)) in entries.iter().enumerate() {
+            if e.value.contains('\0') {
+                return Err(self.bad_entry(
+                    k,
+                    "the value contains a NUL byte, which no environment variable can hold".into(),
+                ));
+            }
+            // "KEY=VALUE" and its NUL terminator.
+            let entry = k.len() + 1 + e.value.len() + 1;
+            if entry > MAX_ENV_ENTRY {
+                return Err(self.bad_entry(
+                    k,
+                    format!(
+                        "KEY=VALUE is {entry} bytes, over the {MAX_ENV_ENTRY} bytes execve allows one environment string (MAX_ARG_STRLEN)"
+                    ),
+                ));
+            }
+            // The string and its pointer in envp.
+            total += entry + std::mem::size_of::<usize>();
+            if total > MAX_ENV_TOTAL {
+                return Err(self.bad_entry(
+                    k,
+                    format!(
+                        "the agent's environment reaches {total} bytes at this entry (key {} of {}), over the {MAX_ENV_TOTAL} bytes it may take so that execve can start the agent: remove keys",
+                        n + 1,
+                        entries.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error about `key`'s entry without quoting its (possibly huge or
+    /// binary) value.
+    fn bad_entry(&self, key: &str, message: String) -> Error {
+        let (file, line) = match self.env.get(key).and_then(|e| e.origin.clone()) {
+            Some(o) => (o.file, o.line),
+            None => (PathBuf::from("<built-in defaults>"), 0),
+        };
+        Error::Config {
+            file,
+            line,
+            key: key.to_string(),
+            message,
+        }
     }
 
     fn integer(&self, key: &str, min: u64, max: u64) -> Result<u64> {

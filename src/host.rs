@@ -121,7 +121,7 @@ pub fn reload_cache(paths: &Paths) -> Result<String> {
     let bundled = paths.bundled_agent();
     if !bundled.is_file() {
         return Err(Error::NoAgent {
-            current: paths.current_agent(),
+            current: None,
             bundled,
         });
     }
@@ -131,7 +131,9 @@ pub fn reload_cache(paths: &Paths) -> Result<String> {
             store::parse_version(&bundled_version),
             store::parse_version(cur.version()),
         ) {
-            (Ok(b), Ok(c)) => b > c,
+            // SemVer precedence: build metadata (`+x`) never makes a build
+            // newer (semver's `Ord` would order it).
+            (Ok(b), Ok(c)) => b.cmp_precedence(&c) == std::cmp::Ordering::Greater,
             _ => false,
         };
         if !newer {

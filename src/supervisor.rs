@@ -43,7 +43,7 @@ use crate::runtime::{self, Runtime};
 use crate::store::Store;
 use crate::sys;
 use crate::update::housekeeping;
-use crate::update::journal::Journal;
+use crate::update::journal::{Journal, Step};
 use crate::update::machine::{Built, Effect, Input, Link, Machine, Report, World};
 use crate::update::quarantine::Quarantine;
 use crate::update::worker;
@@ -145,6 +145,12 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
         Some(h) => Lock::adopt(h.lock_fd, &paths.lock())?,
         None => Lock::acquire(&paths.lock())?,
     };
+    // What a warden killed in the middle of a durable write left behind.
+    for dir in [&paths.warden_dir, &paths.agents_dir] {
+        for p in crate::durable::remove_stale_temps(dir) {
+            log::info!("removed the leftover {}", paths.display_rel(&p));
+        }
+    }
     Store::new(paths).ensure_current()?;
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx.clone())?;
@@ -171,6 +177,9 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
     sup.notifier.ready("supervising the ECS agent");
     let code = sup.run_loop(rx);
     let _ = std::fs::remove_file(paths.control_socket());
+    // The answer to `stop` (or another request the loop answered last) is
+    // still being written on its connection's thread.
+    crate::http::wait_for_answers(Duration::from_secs(1));
     drop(lock);
     Ok(code)
 }
@@ -225,7 +234,7 @@ struct View<'a> {
 
 fn built(paths: &Paths, b: crate::store::Build) -> Built {
     Built {
-        url: format!("file://{}", b.executable().display()),
+        url: crate::source::Source::file(&b.executable()),
         dir: paths.display_rel(&b.dir),
         version: b.artifact.version,
         git_hash: b.artifact.git_hash,
@@ -363,7 +372,11 @@ impl Supervisor {
         let store = Store::new(&self.paths);
         match effect {
             Effect::Record(rec) => {
-                failpoint::before_record(rec.step);
+                failpoint::before_record(match rec.step {
+                    Step::Updated => "updated",
+                    Step::Failed => "failed",
+                    s => s.as_str(),
+                });
                 return match self.journal.write(&rec) {
                     Ok(()) => Outcome::Next(Input::Recorded),
                     Err(e) => {

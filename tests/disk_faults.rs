@@ -525,3 +525,30 @@ fn a_failed_update_keeps_the_build_before() {
     assert_eq!(ran.code, 0, "{ran:?}\n{}", host.log());
     host.assert_intact("1.0.0");
 }
+
+/// A kill during a journal, quarantine or link write leaves its temporary
+/// file; the next start removes those, and nothing else.
+#[test]
+fn leftover_temporary_files_are_removed_at_start() {
+    let mut host = Host::new();
+    host.small_bundled();
+    let state = host.path("var/lib/ecs-warden");
+    fs::create_dir_all(state.join("agents")).unwrap();
+    let left = [
+        state.join(".state.json.tmp.4242.0badf00d"),
+        state.join(".quarantine.json.tmp.17.deadbeef"),
+        state.join("agents/.current.link.99.01234567"),
+    ];
+    for p in &left {
+        fs::write(p, "{").unwrap();
+    }
+    let keep = state.join(".state.json.tmp.notours");
+    fs::write(&keep, "x").unwrap();
+    host.start();
+    host.wait_agent("1.0.0");
+    for p in &left {
+        assert!(!p.exists(), "{} removed", p.display());
+    }
+    assert!(keep.exists(), "a name durable.rs never makes is left alone");
+    assert!(host.log().contains("removed the leftover"));
+}

@@ -1,6 +1,10 @@
 //! Download a build into a partial file, hashing as bytes arrive.
 //!
-//! 1. Check free space for what is still missing.
+//! 1. Refuse a build above `ECS_WARDEN_MAX_BUILD_SIZE` (a size learned
+//!    with `HEAD` for the agent's stage call, or one from a journal, is held
+//!    to it too); check free space for what is still missing. Size
+//!    arithmetic saturates or is checked: an absurd size is refused, never
+//!    wrapped.
 //! 2. Resume from the partial file's length with `Range` (after a retry or
 //!    a warden restart); when the server ignores the range (200), start
 //!    over. The bytes already on disk are hashed once, on the first attempt
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::fetch;
+use super::fetch::{self, FetchError};
 use super::journal::Target;
 use crate::config::{ProxyConfig, UpdateConfig};
 use crate::store::hex;
@@ -34,6 +38,8 @@ const CHUNK: usize = 1024 * 1024;
 const IN_FLIGHT: usize = 3;
 /// Head room kept free beyond the build's size.
 const SPACE_MARGIN: u64 = 16 * 1024 * 1024;
+/// Longest time received bytes wait in memory before they are written.
+const HAND_OVER: Duration = Duration::from_millis(200);
 
 /// Why a download failed, and whether to try again.
 #[derive(Debug)]
@@ -142,44 +148,49 @@ impl Sink {
     }
 }
 
-/// Largest build accepted when the caller does not know its size.
-pub const MAX_UNKNOWN_SIZE: u64 = 2 * 1024 * 1024 * 1024;
-
 /// The size of the source, for a target whose size is unknown: the file's
 /// length, or the `Content-Length` of a `HEAD` request.
 fn learn_size(job: &Job) -> Result<u64, DlError> {
     let t = &job.target;
-    let size = if let Some(path) = t.url.strip_prefix("file://") {
-        fs::metadata(path)
-            .map_err(|e| DlError::Fatal(format!("stat {path}: {e}")))?
+    let size = if let Some(path) = t.url.file_path() {
+        fs::metadata(&path)
+            .map_err(|e| DlError::Fatal(format!("stat {}: {e}", path.display())))?
             .len()
     } else {
-        let agent = fetch::agent_for(&t.url, job.proxy, job.cfg).map_err(DlError::Fatal)?;
-        let resp = agent.head(&t.url).call().map_err(|e| match e {
-            ureq::Error::Status(code, r) if (500..600).contains(&code) => {
-                DlError::Retry(format!("{}: HTTP {code} {}", t.url, r.status_text()))
-            }
-            ureq::Error::Status(code, r) => {
-                DlError::Fatal(format!("{}: HTTP {code} {}", t.url, r.status_text()))
-            }
-            ureq::Error::Transport(e) => DlError::Retry(format!("{}: {e}", t.url)),
-        })?;
-        resp.header("Content-Length")
+        // An overall deadline, as for a manifest: an answer trickled a
+        // byte at a time must not hold the update for minutes.
+        let deadline = fetch::probe_deadline(job.cfg);
+        let got = fetch::request("HEAD", &t.url, &[], Some(deadline), job.proxy, job.cfg)
+            .map_err(fetch_error)?;
+        got.response
+            .header("Content-Length")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or_else(|| {
                 DlError::Fatal(format!(
                     "{}: the server gives no Content-Length, and the build's size is not known otherwise",
-                    t.url
+                    got.url
                 ))
             })?
     };
-    if size == 0 || size > MAX_UNKNOWN_SIZE {
+    if size == 0 {
+        return Err(DlError::Fatal(format!("{}: the build is empty", t.url)));
+    }
+    check_size(job, size)?;
+    Ok(size)
+}
+
+/// A build above the configured bound is refused before any byte of it is
+/// fetched (a size from an old journal or the source, not only a
+/// manifest's).
+fn check_size(job: &Job, size: u64) -> Result<(), DlError> {
+    let max = job.cfg.max_build_size;
+    if size > max {
         return Err(DlError::Fatal(format!(
-            "{}: {size} bytes is not a plausible agent build (1 byte to {MAX_UNKNOWN_SIZE})",
-            t.url
+            "{}: the build is {size} bytes, above ECS_WARDEN_MAX_BUILD_SIZE ({max} bytes)",
+            job.target.url
         )));
     }
-    Ok(size)
+    Ok(())
 }
 
 /// Run a whole download with retries. On success the partial file holds
@@ -188,6 +199,7 @@ pub fn run(job: &mut Job, progress: Progress) -> Result<u64, DlError> {
     if job.target.size == 0 {
         job.target.size = learn_size(job)?;
     }
+    check_size(job, job.target.size)?;
     let job = &*job;
     let t = &job.target;
     let mut hashed: Option<(Sha256, u64)> = None;
@@ -243,7 +255,7 @@ fn disk_error(what: String, e: io::Error) -> DlError {
 /// Free bytes for unprivileged use in the file system holding `dir`.
 pub fn free_space(dir: &Path) -> io::Result<u64> {
     let s = nix::sys::statvfs::statvfs(dir).map_err(io::Error::from)?;
-    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+    Ok((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
 }
 
 fn attempt_once(
@@ -268,7 +280,9 @@ fn attempt_once(
     let dir = job.partial.parent().unwrap_or(Path::new("."));
     let free =
         free_space(dir).map_err(|e| DlError::Disk(format!("statvfs {}: {e}", dir.display())))?;
-    let need = t.size - have + SPACE_MARGIN;
+    // `have <= size` here; saturating, so an absurd size reads as "more
+    // than is free", never as a wrapped small number.
+    let need = t.size.saturating_sub(have).saturating_add(SPACE_MARGIN);
     if free < need {
         return Err(DlError::Disk(format!(
             "not enough free space in {}: {} bytes needed (build of {} bytes plus {} head room), {free} available",
@@ -331,8 +345,9 @@ fn hash_prefix(file: &mut File, len: u64, path: &Path) -> Result<Sha256, DlError
 /// actually starts at (0 when a server ignored the range).
 fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlError> {
     let t = &job.target;
-    if let Some(path) = t.url.strip_prefix("file://") {
-        let mut f = File::open(path).map_err(|e| DlError::Fatal(format!("open {path}: {e}")))?;
+    if let Some(file) = t.url.file_path() {
+        let path = file.display();
+        let mut f = File::open(&file).map_err(|e| DlError::Fatal(format!("open {path}: {e}")))?;
         let len = f
             .metadata()
             .map_err(|e| DlError::Fatal(format!("stat {path}: {e}")))?
@@ -347,27 +362,13 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
             .map_err(|e| DlError::Fatal(format!("seek {path}: {e}")))?;
         return Ok((Box::new(f), have));
     }
-    let agent = fetch::agent_for(&t.url, job.proxy, job.cfg).map_err(DlError::Fatal)?;
-    let mut req = agent.get(&t.url);
-    if have > 0 {
-        req = req.set("Range", &format!("bytes={have}-"));
-    }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(code, r)) => {
-            let msg = format!("{}: HTTP {code} {}", t.url, r.status_text());
-            return Err(
-                if (500..600).contains(&code) || code == 408 || code == 429 {
-                    DlError::Retry(msg)
-                } else {
-                    DlError::Fatal(msg)
-                },
-            );
-        }
-        Err(ureq::Error::Transport(e)) => {
-            return Err(DlError::Retry(format!("{}: {e}", t.url)));
-        }
-    };
+    // The range goes to every hop of a redirect: the server that has the
+    // bytes answers it.
+    let range = format!("bytes={have}-");
+    let headers: &[(&str, &str)] = if have > 0 { &[("Range", &range)] } else { &[] };
+    let got =
+        fetch::request("GET", &t.url, headers, None, job.proxy, job.cfg).map_err(fetch_error)?;
+    let (at, resp) = (got.url, got.response);
     let offset = match resp.status() {
         206 => {
             let start = resp
@@ -380,7 +381,7 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
                 let _ = fs::remove_file(&job.partial);
                 return Err(DlError::Retry(format!(
                     "{}: unexpected Content-Range {:?} for a request from byte {have}",
-                    t.url,
+                    at,
                     resp.header("Content-Range")
                 )));
             }
@@ -390,7 +391,7 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
         other => {
             return Err(DlError::Fatal(format!(
                 "{}: unexpected HTTP {other} {}",
-                t.url,
+                at,
                 resp.status_text()
             )))
         }
@@ -399,11 +400,11 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
         let len: u64 = len
             .trim()
             .parse()
-            .map_err(|_| DlError::Fatal(format!("{}: invalid Content-Length {len:?}", t.url)))?;
-        if len != t.size - offset {
+            .map_err(|_| DlError::Fatal(format!("{at}: invalid Content-Length {len:?}")))?;
+        if Some(len) != t.size.checked_sub(offset) {
             return Err(DlError::Fatal(format!(
                 "{}: Content-Length {len} disagrees with the manifest (size {}, from byte {offset})",
-                t.url, t.size
+                at, t.size
             )));
         }
     }
@@ -432,25 +433,31 @@ fn stream(
     'outer: loop {
         let mut buf = sink.buffer();
         let mut filled = 0;
-        // Fill one chunk (or hit EOF) before handing it over.
+        let mut eof = false;
+        let started = Instant::now();
+        // Fill one chunk (or hit EOF) before handing it over; on a slow
+        // link hand over what arrived after `HAND_OVER`, so the bytes reach
+        // the partial file (and survive a re-exec or a restart, which
+        // resume from its length) instead of waiting in memory for a
+        // chunk that may take minutes to fill.
         while filled < CHUNK {
             match reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
                 Ok(n) => {
                     filled += n;
                     window_bytes += n as u64;
-                    if done + filled as u64 > t.size {
+                    if (filled as u64).checked_add(done).is_none_or(|d| d > t.size) {
                         result = Err(DlError::Fatal(format!(
                             "{}: the server sent more than the declared {} bytes",
                             t.url, t.size
                         )));
                         break 'outer;
                     }
-                    // On a slow link a chunk takes long to fill: report
-                    // what has arrived so far.
-                    if last_report.elapsed() >= Duration::from_millis(200) {
-                        progress(done + filled as u64, t.size);
-                        last_report = Instant::now();
+                    if started.elapsed() >= HAND_OVER {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -492,7 +499,6 @@ fn stream(
         }
         buf.truncate(filled);
         done += filled as u64;
-        let eof = filled < CHUNK;
         if filled > 0 && !sink.push(buf) {
             break;
         }
@@ -511,11 +517,40 @@ fn stream(
     result.map(|_| (hasher, file, done))
 }
 
+/// A read that timed out: ureq reports the socket's `SO_RCVTIMEO` as
+/// `TimedOut` (a bare socket says `WouldBlock`); a decoder in between may
+/// wrap that error, so the wrapped ones count too.
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    ) || e.to_string().contains("timed out")
+    let timed_out = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        )
+    };
+    if timed_out(e) {
+        return true;
+    }
+    let mut inner: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|i| i as _);
+    while let Some(err) = inner {
+        if err.downcast_ref::<io::Error>().is_some_and(timed_out) {
+            return true;
+        }
+        inner = err.source();
+    }
+    false
+}
+
+/// A failed request as a download error: what retrying can fix is retried.
+fn fetch_error(e: FetchError) -> DlError {
+    match &e {
+        FetchError::Status { code, .. }
+            if (500..600).contains(code) || *code == 408 || *code == 429 =>
+        {
+            DlError::Retry(e.to_string())
+        }
+        FetchError::Status { .. } | FetchError::Refused { .. } => DlError::Fatal(e.to_string()),
+        FetchError::Transport { .. } => DlError::Retry(e.to_string()),
+    }
 }
 
 fn finish(job: &Job, file: File, hasher: Sha256) -> Result<(), DlError> {
@@ -531,4 +566,64 @@ fn finish(job: &Job, file: File, hasher: Sha256) -> Result<(), DlError> {
     file.sync_all()
         .map_err(|e| disk_error(format!("fsync {}", job.partial.display()), e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Entry, DEFAULTS};
+
+    fn config() -> Config {
+        let env = DEFAULTS
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Entry {
+                        value: v.to_string(),
+                        origin: None,
+                    },
+                )
+            })
+            .collect();
+        Config::from_env(env).unwrap()
+    }
+
+    fn job<'a>(cfg: &'a Config, dir: &Path, size: u64) -> Job<'a> {
+        Job {
+            target: Target {
+                version: "1.1.0".into(),
+                git_hash: None,
+                url: crate::source::Source::file(&dir.join("source")),
+                sha256: "0".repeat(64),
+                size,
+            },
+            partial: dir.join(".1.1.0.partial"),
+            proxy: &cfg.proxy,
+            cfg: &cfg.update,
+        }
+    }
+
+    /// A size of u64::MAX (say, from a journal written before the bound
+    /// existed) is refused, never overflows.
+    #[test]
+    fn an_absurd_size_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config();
+        let mut j = job(&cfg, dir.path(), u64::MAX);
+        match run(&mut j, &mut |_, _| {}) {
+            Err(DlError::Fatal(m)) => {
+                assert!(m.contains("ECS_WARDEN_MAX_BUILD_SIZE"), "{m}");
+                assert!(m.contains("18446744073709551615"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Below the bound check too, the free-space arithmetic holds.
+        fs::write(&j.partial, b"abc").unwrap();
+        let mut hashed = None;
+        match attempt_once(&j, &mut hashed, &mut |_, _| {}) {
+            Err(DlError::Disk(m)) => assert!(m.contains("not enough free space"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -67,7 +67,7 @@ pub struct Built {
     pub sha256: String,
     pub size: u64,
     /// Where its artifact is, as a `file://` URL.
-    pub url: String,
+    pub url: crate::source::Source,
     /// Its directory, as the operator sees it (for messages).
     pub dir: String,
 }
@@ -105,7 +105,7 @@ pub enum Input {
     Update(Request),
     /// The agent's stage call (`StageUpdate`).
     AgentStage {
-        location: String,
+        location: crate::source::Source,
         signature: String,
         version: Option<String>,
     },
@@ -501,7 +501,7 @@ impl Machine {
             (_, I::RetryJournal) => self.write(Write::Retry, fx),
 
             // ----- recovery ---------------------------------------------
-            (idle!(), I::Recovered) => fx.push(Effect::Housekeeping),
+            (idle!(), I::Recovered) => self.housekeeping(w, fx),
             (Some(step), I::Recovered) => self.recover(step, w, fx),
 
             // ----- staging ----------------------------------------------
@@ -807,7 +807,7 @@ impl Machine {
         let (cur_name, cur) = self.running_version(w)?;
         let tv =
             parse_version(&target.version).map_err(|m| refusal(InvalidParameterException, m))?;
-        if tv <= cur {
+        if tv.cmp_precedence(&cur) != std::cmp::Ordering::Greater {
             return Err(refusal(
                 NoUpdateAvailableException,
                 format!("the agent already runs {cur}; the available build {tv} is not newer"),
@@ -906,7 +906,7 @@ impl Machine {
                     rec.step.as_str()
                 );
                 if !rec.in_flight() {
-                    fx.push(Effect::Housekeeping);
+                    self.housekeeping(w, fx);
                 }
             }
         }
@@ -1249,7 +1249,10 @@ impl Machine {
                 }
             }
             RollbackStart => self.expect(Wait::Start, Effect::StartAgent, fx),
-            Updated => self.updated(fx),
+            Updated => {
+                self.updated(fx);
+                self.housekeeping(w, fx);
+            }
             Failed => {
                 self.leave_failed(w, fx);
                 if self.quarantine_on_failure {
@@ -1265,7 +1268,7 @@ impl Machine {
                     fx.push(Effect::SaveQuarantine(self.quarantine.clone()));
                     log::error!("update to {v} FAILED and was rolled back; quarantining {v}");
                 }
-                fx.push(Effect::Housekeeping);
+                self.housekeeping(w, fx);
             }
         }
     }
@@ -1367,6 +1370,22 @@ impl Machine {
         }
         if changed {
             fx.push(Effect::SaveQuarantine(self.quarantine.clone()));
+        }
+    }
+
+    /// Nothing in flight: old builds and files go, and so do quarantine
+    /// entries for versions older than the one that runs.
+    fn housekeeping(&mut self, w: &dyn World, fx: &mut Vec<Effect>) {
+        if let Some(cur) = w.current() {
+            let dropped = self.quarantine.prune(&cur.version);
+            if !dropped.is_empty() {
+                log::info!(
+                    "quarantine: dropped {} (older than the current build {})",
+                    dropped.join(", "),
+                    cur.version
+                );
+                fx.push(Effect::SaveQuarantine(self.quarantine.clone()));
+            }
         }
         fx.push(Effect::Housekeeping);
     }
@@ -1494,7 +1513,7 @@ impl Machine {
             }
             RollbackStop | RollbackSwitch | RollbackRestore => self.announce(RollbackSwitch, fx),
             RollbackStart | RollbackGate => self.announce(RollbackStart, fx),
-            Updated | Failed => fx.push(Effect::Housekeeping),
+            Updated | Failed => self.housekeeping(w, fx),
         }
     }
 }

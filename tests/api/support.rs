@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 use ecs_warden::api::credentials::{self, Credentials};
-use ecs_warden::api::sigv4;
+#[path = "sign.rs"]
+mod sigv4;
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 pub const AMZ_JSON: &str = "application/x-amz-json-1.1";

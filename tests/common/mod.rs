@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod real_agent;
 pub mod server;
 
 use std::fs;
