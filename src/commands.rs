@@ -29,6 +29,10 @@ pub struct Edge {
     pub exe: PathBuf,
     /// `$ECS_WARDEN_HANDOFF`: set when `reexec` started this image.
     pub handoff: Option<PathBuf>,
+    /// `$DOCKER_HOST`: the engine the Docker runtime talks to.
+    pub docker_host: Option<String>,
+    /// `$container`: set when the warden itself runs in a container.
+    pub container: Option<String>,
 }
 
 /// Whether a verb needs the configuration loaded (and so validated).
@@ -218,29 +222,52 @@ fn print_update(u: &Value, as_json: bool) {
 
 fn version(paths: &Paths, flags: &Flags) -> Result<Exit> {
     let build = Store::new(paths).current();
+    // A broken config must not break `version`: then the bundle decides.
+    let runtime = Config::load(paths)
+        .ok()
+        .map(|c| crate::runtime::choose(&c, paths).as_str())
+        .unwrap_or("unknown (the configuration does not load)");
     if flags.json {
-        println!(
-            "{}",
-            json!({
-                "wardenVersion": env!("CARGO_PKG_VERSION"),
-                "agentVersion": build.as_ref().map(|b| b.version().to_string()),
-                "agentHash": build.as_ref().and_then(|b| b.artifact.git_hash.clone()),
-            })
-        );
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Doc<'a> {
+            warden_version: &'a str,
+            agent_version: Option<&'a str>,
+            agent_hash: Option<&'a str>,
+            agent_image: Option<&'a str>,
+            runtime: &'a str,
+        }
+        let doc = Doc {
+            warden_version: env!("CARGO_PKG_VERSION"),
+            agent_version: build.as_ref().map(|b| b.version()),
+            agent_hash: build.as_ref().and_then(|b| b.artifact.git_hash.as_deref()),
+            agent_image: build
+                .as_ref()
+                .and_then(|b| b.artifact.image.as_ref())
+                .map(|i| i.id.as_str()),
+            runtime,
+        };
+        println!("{}", serde_json::to_string(&doc).unwrap_or_default());
     } else {
         println!("ecs-warden {}", env!("CARGO_PKG_VERSION"));
         match build {
             Some(b) => println!(
-                "agent {}{}",
+                "agent {}{}{}",
                 b.version(),
                 b.artifact
                     .git_hash
                     .as_deref()
                     .map(|h| format!(" ({h})"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if b.artifact.image.is_some() {
+                    " (image)"
+                } else {
+                    ""
+                }
             ),
             None => println!("agent: no build installed"),
         }
+        println!("runtime {runtime}");
     }
     Ok(Exit::Ok)
 }

@@ -86,6 +86,9 @@ pub struct ProxyConfig {
 /// Update-machine settings.
 #[derive(Debug, Clone)]
 pub struct UpdateConfig {
+    /// Where a build's program may be unpacked to ask its version (the
+    /// store's directory, under the root; set by `load`).
+    pub work_dir: PathBuf,
     /// Manifest URL (`https://`, `file://`, loopback `http://`), checked
     /// against the source rules.
     pub source: Option<Source>,
@@ -126,9 +129,36 @@ pub struct Config {
     /// The cluster the agent registers in (`ECS_CLUSTER`).
     pub cluster: String,
     pub host_net: HostNetConfig,
+    /// `ECS_WARDEN_RUNTIME`: how the agent runs; `None` lets the bundle
+    /// decide (see `runtime::choose`).
+    pub runtime: Option<RuntimeKind>,
+    /// The engine's `DOCKER_HOST`: the warden's environment (set at the
+    /// edge, by `main`), else the config files'.
+    pub docker_host: Option<String>,
+    /// The warden's `container` environment variable (set when the warden
+    /// itself runs in a container), set at the edge.
+    pub container_env: Option<String>,
     /// What was accepted with a warning (file, line and why), to be logged
     /// once logging is set up.
     pub warnings: Vec<String>,
+}
+
+/// The two runtimes (`ECS_WARDEN_RUNTIME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// The agent is the container `ecs-agent`, as ecs-init runs it.
+    Docker,
+    /// The agent is a child process.
+    Native,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Native => "native",
+        }
+    }
 }
 
 /// Longest `KEY=VALUE` (with its NUL) in the agent's environment: Linux's
@@ -311,6 +341,7 @@ impl Config {
             }
         }
         let mut config = Config::from_env(env)?;
+        config.update.work_dir = paths.agents_dir.clone();
         warnings.append(&mut config.warnings);
         config.warnings = warnings;
         Ok(config)
@@ -340,6 +371,7 @@ impl Config {
         let attempts = v.integer("ECS_WARDEN_DOWNLOAD_ATTEMPTS", 1, 100)? as u32;
         let allow_http = v.boolean("ECS_WARDEN_ALLOW_HTTP")?;
         let update = UpdateConfig {
+            work_dir: PathBuf::new(),
             source: match v.optional("ECS_WARDEN_UPDATE_SOURCE") {
                 None => None,
                 Some(s) => Some(
@@ -369,6 +401,13 @@ impl Config {
             retry_delay: v.duration("ECS_WARDEN_DOWNLOAD_RETRY_DELAY")?,
             max_build_size: v.integer("ECS_WARDEN_MAX_BUILD_SIZE", 1, MAX_BUILD_SIZE_LIMIT)?,
         };
+        let runtime = match v.optional("ECS_WARDEN_RUNTIME").as_deref() {
+            None => None,
+            Some("docker") => Some(RuntimeKind::Docker),
+            Some("native") => Some(RuntimeKind::Native),
+            Some(_) => return Err(v.bad("ECS_WARDEN_RUNTIME", "expected docker or native".into())),
+        };
+        let docker_host = v.optional("DOCKER_HOST");
         let api_port = match v.optional("ECS_WARDEN_API_PORT") {
             None => None,
             Some(_) => Some(v.integer("ECS_WARDEN_API_PORT", 1, 65535)? as u16),
@@ -402,6 +441,9 @@ impl Config {
             update,
             api_port,
             cluster,
+            runtime,
+            docker_host,
+            container_env: None,
             host_net: HostNetConfig {
                 allow_offhost_introspection: v
                     .lenient_bool("ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS"),

@@ -61,6 +61,8 @@ pub struct Warden {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Supervision {
+    /// How the agent runs: `docker` or `native`.
+    pub runtime: &'static str,
     /// `RUNNING`, `STOPPING`, `BACKOFF` or `STOPPED`.
     pub agent_state: &'static str,
     pub agent_pid: Option<i32>,
@@ -108,13 +110,30 @@ pub struct StatusDoc {
     #[serde(flatten)]
     pub snapshot: Snapshot,
     pub container_instance_arn: Option<String>,
+    /// `true` when the agent runs, answers on `/v1/metadata` and reports a
+    /// container-instance ARN (it registered with ECS). Whether its ACS
+    /// session is up at this moment cannot be seen from the host; `agent`
+    /// has the parts.
     pub agent_connected: bool,
+    pub agent: AgentSeen,
     pub version_info: VersionInfo,
     pub running_tasks_count: usize,
     pub pending_tasks_count: usize,
     pub status: &'static str,
     pub status_reason: Option<String>,
     pub cluster: String,
+}
+
+/// What is known of the agent right now, each part on its own.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSeen {
+    /// Its process or container runs.
+    pub running: bool,
+    /// It answered `/v1/metadata` just now.
+    pub answering: bool,
+    /// It reports a container-instance ARN: it registered with ECS.
+    pub registered: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,7 +195,9 @@ pub fn instance_arn(snapshot: &Snapshot, obs: &Observation) -> Option<String> {
 /// Build the status document from the snapshot and the observation.
 pub fn status(snapshot: Snapshot, obs: &Observation) -> StatusDoc {
     let agent_running = snapshot.supervisor.agent_state == "RUNNING";
-    let connected = agent_running && obs.metadata.is_some();
+    let answering = agent_running && obs.metadata.is_some();
+    let registered = answering && obs.metadata.as_ref().is_some_and(|m| m.arn().is_some());
+    let connected = registered;
     let (running, pending) = obs.task_counts().unwrap_or(snapshot.last_task_counts);
     let (agent_version, agent_hash) = match obs.metadata.as_ref().and_then(|m| m.parsed_version()) {
         Some((v, h)) => (Some(v), h),
@@ -187,6 +208,11 @@ pub fn status(snapshot: Snapshot, obs: &Observation) -> StatusDoc {
     };
     let status_reason = if connected {
         None
+    } else if answering {
+        Some(
+            "the agent answers but has not registered with ECS (no container-instance ARN)"
+                .to_string(),
+        )
     } else if agent_running {
         Some("the agent does not answer on its introspection endpoint".to_string())
     } else {
@@ -199,6 +225,11 @@ pub fn status(snapshot: Snapshot, obs: &Observation) -> StatusDoc {
         container_instance_arn: instance_arn(&snapshot, obs),
         cluster: cluster(&snapshot, obs),
         agent_connected: connected,
+        agent: AgentSeen {
+            running: agent_running,
+            answering,
+            registered,
+        },
         version_info: VersionInfo {
             agent_version,
             agent_hash,

@@ -55,12 +55,45 @@ pub fn pre_start(paths: &Paths, cfg: &Config) -> Result<String> {
     prepare_layout(paths)?;
     let net = hostnet::setup(paths, &cfg.host_net)?;
     make_ebs_mount_dir(paths);
-    let build = Store::new(paths).ensure_current()?;
+    let store = Store::new(paths);
+    if store.current().is_none()
+        && store.bundled().is_none()
+        && crate::runtime::choose(cfg, paths) == crate::config::RuntimeKind::Docker
+    {
+        adopt_engine_image(paths, cfg)?;
+    }
+    let build = store.ensure_current()?;
     Ok(format!(
         "{net}\nready: agent {} at {}",
         build.version(),
         paths.display_rel(&paths.current_agent())
     ))
+}
+
+/// A host swapped from ecs-init may have no tarball left (`dnf swap`
+/// erased ecs-init's package and its tarball with it), only the image
+/// ecs-init loaded: save `amazon/amazon-ecs-agent:latest` from the engine
+/// and install it as the current build.
+fn adopt_engine_image(paths: &Paths, cfg: &Config) -> Result<()> {
+    use crate::runtime::docker_config::AGENT_IMAGE;
+    let socket = crate::runtime::docker::socket(cfg)?;
+    let engine = crate::engine::Engine::connect(socket, std::time::Duration::from_secs(10))?;
+    if engine.image_inspect(AGENT_IMAGE)?.is_none() {
+        return Ok(()); // ensure_current says what is missing
+    }
+    durable::create_dir("agent store", &paths.agents_dir, 0o755)?;
+    let tar = paths.agents_dir.join(".adopted-image.tar");
+    engine.image_save(AGENT_IMAGE, &tar, std::time::Duration::from_secs(600))?;
+    let store = Store::new(paths);
+    let result = store.install_file(&tar, &format!("docker-engine://{AGENT_IMAGE}"));
+    let _ = std::fs::remove_file(&tar);
+    let build = result?;
+    store.point_current(build.version(), true)?;
+    log::info!(
+        "adopted the engine's {AGENT_IMAGE} (agent {}) as the current build",
+        build.version()
+    );
+    Ok(())
 }
 
 /// ecs-init creates `/mnt/ecs/ebs` (0755) and, when it cannot, only logs
@@ -118,14 +151,14 @@ pub fn post_stop(paths: &Paths) -> Result<String> {
 pub fn reload_cache(paths: &Paths) -> Result<String> {
     prepare_layout(paths)?;
     let store = Store::new(paths);
-    let bundled = paths.bundled_agent();
-    if !bundled.is_file() {
+    let Some(bundled) = store.bundled() else {
         return Err(Error::NoAgent {
             current: None,
-            bundled,
+            bundled: paths.bundled_agent(),
         });
-    }
-    let (bundled_version, _) = store::probe_version(&bundled)?;
+    };
+    let image = store::identify(&bundled)?;
+    let (bundled_version, _) = store::probe_artifact(&bundled, image.as_ref(), &paths.agents_dir)?;
     if let Some(cur) = store.current() {
         let newer = match (
             store::parse_version(&bundled_version),
@@ -147,7 +180,7 @@ pub fn reload_cache(paths: &Paths) -> Result<String> {
             return Ok(format!(
                 "installed the bundled agent {} in the store; a warden is running, so switch with `ecs-warden update --source file://{}`",
                 build.version(),
-                build.executable().display()
+                build.artifact_file().display()
             ));
         }
     }

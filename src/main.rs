@@ -30,6 +30,8 @@ fn main() {
         journal: std::env::var_os("JOURNAL_STREAM").is_some(),
         exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/ecs-warden".into()),
         handoff,
+        docker_host: std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
+        container: std::env::var("container").ok(),
     };
     std::process::exit(real_main(&args, std::env::var_os("ECS_WARDEN_ROOT"), &edge).code());
 }
@@ -51,7 +53,15 @@ fn real_main(args: &[OsString], env_root: Option<OsString>, edge: &Edge) -> Exit
     };
     let cfg = if commands::needs_config(&cli) {
         match Config::load(&Paths::new(&cli.root)) {
-            Ok(c) => Some(c),
+            Ok(mut c) => {
+                // What the environment says wins over the files (under
+                // systemd the files are the environment anyway).
+                if edge.docker_host.is_some() {
+                    c.docker_host = edge.docker_host.clone();
+                }
+                c.container_env = edge.container.clone();
+                Some(c)
+            }
             Err(e) => {
                 eprintln!("ecs-warden: config error: {e}; nothing was started");
                 return e.exit();

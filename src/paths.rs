@@ -69,9 +69,16 @@ impl Paths {
         self.current().join(AGENT_FILE)
     }
 
-    /// The agent shipped with the package: `var/cache/ecs/ecs-agent`.
+    /// The agent shipped as an executable: `var/cache/ecs/ecs-agent`.
     pub fn bundled_agent(&self) -> PathBuf {
         self.cache_dir.join(AGENT_FILE)
+    }
+
+    /// The agent shipped as an image tarball, as ecs-init has it:
+    /// `var/cache/ecs/ecs-agent.tar` (often a link to
+    /// `ecs-agent-vX.Y.Z.tar`).
+    pub fn bundled_tarball(&self) -> PathBuf {
+        self.cache_dir.join(AGENT_TARBALL)
     }
 
     /// `var/cache/ecs/desired-image`: written by the agent before exit 42.
@@ -205,5 +212,7 @@ impl Paths {
 
 /// File name of the agent executable inside a build directory.
 pub const AGENT_FILE: &str = "ecs-agent";
+/// File name of a build's image tarball, when it came as one.
+pub const AGENT_TARBALL: &str = "ecs-agent.tar";
 /// Completion marker of a build directory, written last.
 pub const ARTIFACT_FILE: &str = "artifact.json";

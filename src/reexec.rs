@@ -33,8 +33,11 @@ pub struct AgentHandoff {
     pub pid: i32,
     pub version: String,
     pub uptime_ms: u64,
-    /// Read end of the output pipe, if still open.
+    /// Read end of the output pipe, if still open (native).
     pub output_fd: Option<i32>,
+    /// The agent's container (Docker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

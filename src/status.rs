@@ -46,6 +46,9 @@ pub fn human(doc: &Value) -> String {
     if let Some(ms) = s(doc, &["supervisor", "nextStartInMs"]).and_then(Value::as_u64) {
         agent.push_str(&format!(", next start in {ms} ms"));
     }
+    if let Some(rt) = s(doc, &["supervisor", "runtime"]).and_then(Value::as_str) {
+        agent.push_str(&format!(" [{rt} runtime]"));
+    }
     out.push_str(&agent);
     out.push('\n');
     if let Some(arn) = s(doc, &["containerInstanceArn"]).and_then(Value::as_str) {

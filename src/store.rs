@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::paths::{Paths, AGENT_FILE, ARTIFACT_FILE};
+use crate::paths::{Paths, AGENT_FILE, AGENT_TARBALL, ARTIFACT_FILE};
 
 /// `artifact.json`: what a build is and where it came from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,6 +37,24 @@ pub struct Artifact {
     pub size: u64,
     pub source: String,
     pub installed_at: String,
+    /// Set when the build came as an image tarball (`ecs-agent.tar`, with
+    /// its program extracted as `ecs-agent`); `sha256` and `size` are the
+    /// tarball's then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageInfo>,
+}
+
+/// What the store knows of an image build.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageInfo {
+    /// `sha256:<hex>` of the image config: its ID in the engine.
+    pub id: String,
+    /// The program the image runs (`/agent`), extracted as `ecs-agent`.
+    pub program: String,
+    /// The names `docker load` gives it.
+    #[serde(default)]
+    pub repo_tags: Vec<String>,
 }
 
 /// An installed, complete build.
@@ -52,6 +70,19 @@ impl Build {
     }
     pub fn executable(&self) -> PathBuf {
         self.dir.join(AGENT_FILE)
+    }
+
+    /// The image tarball of an image build.
+    pub fn tarball(&self) -> Option<PathBuf> {
+        self.artifact
+            .image
+            .as_ref()
+            .map(|_| self.dir.join(AGENT_TARBALL))
+    }
+
+    /// The file `artifact.sha256` is the digest of.
+    pub fn artifact_file(&self) -> PathBuf {
+        self.tarball().unwrap_or_else(|| self.executable())
     }
 }
 
@@ -148,10 +179,24 @@ impl<'a> Store<'a> {
         fs::create_dir(&tmp).map_err(Error::io("create build directory", &tmp))?;
         let result = (|| {
             let exe = tmp.join(AGENT_FILE);
+            let file = match &artifact.image {
+                Some(_) => tmp.join(AGENT_TARBALL),
+                None => exe.clone(),
+            };
             if move_src {
-                fs::rename(src, &exe).map_err(Error::io("move verified build into", &exe))?;
+                fs::rename(src, &file).map_err(Error::io("move verified build into", &file))?;
             } else {
-                fs::copy(src, &exe).map_err(Error::io("copy agent build to", &exe))?;
+                fs::copy(src, &file).map_err(Error::io("copy agent build to", &file))?;
+            }
+            if let Some(image) = &artifact.image {
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o644))
+                    .map_err(Error::io("set mode of", &file))?;
+                fs::File::open(&file)
+                    .and_then(|f| f.sync_all())
+                    .map_err(Error::io("fsync", &file))?;
+                // The same artifact runs natively: its program, from the
+                // layers (written durably by the extractor).
+                crate::image::extract_file(&file, &image.program, &exe)?;
             }
             fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))
                 .map_err(Error::io("set mode of", &exe))?;
@@ -260,21 +305,21 @@ impl<'a> Store<'a> {
         }
     }
 
-    /// First start: install the bundled agent (`var/cache/ecs/ecs-agent`)
-    /// when no build is current. Never replaces a current build: an agent
-    /// updated through the API is not silently downgraded by a package.
+    /// First start: install the bundled agent (`var/cache/ecs/ecs-agent.tar`
+    /// or `var/cache/ecs/ecs-agent`) when no build is current. Never
+    /// replaces a current build: an agent updated through the API is not
+    /// silently downgraded by a package.
     pub fn ensure_current(&self) -> Result<Build> {
         if let Some(b) = self.current() {
             return Ok(b);
         }
-        let bundled = self.paths.bundled_agent();
-        if !bundled.is_file() {
+        let Some(bundled) = self.bundled() else {
             return Err(Error::NoAgent {
                 current: Some(self.current_problem()),
-                bundled,
+                bundled: self.paths.bundled_agent(),
             });
-        }
-        let build = self.install_bundled()?;
+        };
+        let build = self.install_file(&bundled, &format!("file://{}", bundled.display()))?;
         self.point_current(build.version(), true)?;
         log::info!(
             "installed the bundled agent {} as the current build",
@@ -283,20 +328,80 @@ impl<'a> Store<'a> {
         Ok(build)
     }
 
+    /// The bundled agent: the image tarball, else the executable.
+    pub fn bundled(&self) -> Option<PathBuf> {
+        [self.paths.bundled_tarball(), self.paths.bundled_agent()]
+            .into_iter()
+            .find(|p| p.is_file())
+    }
+
     /// Install the bundled agent into the store (not switched).
     pub fn install_bundled(&self) -> Result<Build> {
-        let bundled = self.paths.bundled_agent();
-        let (version, git_hash) = probe_version(&bundled)?;
-        let (sha256, size) = hash_file(&bundled)?;
+        let bundled = self.bundled().ok_or_else(|| Error::NoAgent {
+            current: Some(self.current_problem()),
+            bundled: self.paths.bundled_agent(),
+        })?;
+        self.install_file(&bundled, &format!("file://{}", bundled.display()))
+    }
+
+    /// Install the file at `src` (an executable or an image tarball; its
+    /// version probed, its digest taken here), copying it.
+    pub fn install_file(&self, src: &Path, source: &str) -> Result<Build> {
+        let image = identify(src)?;
+        let (version, git_hash) = probe_artifact(src, image.as_ref(), &self.paths.agents_dir)?;
+        let (sha256, size) = hash_file(src)?;
         let artifact = Artifact {
             version,
             git_hash,
             sha256,
             size,
-            source: format!("file://{}", bundled.display()),
+            source: source.to_string(),
             installed_at: now_rfc3339(),
+            image,
         };
-        self.install(&bundled, &artifact, false)
+        self.install(src, &artifact, false)
+    }
+}
+
+/// What a verified file is: an image tarball (`Some`) or an executable
+/// (`None`). A tar archive that is not a usable image is an error.
+pub fn identify(path: &Path) -> Result<Option<ImageInfo>> {
+    if !is_tar(path) {
+        return Ok(None);
+    }
+    let a = crate::image::inspect(path)?;
+    let program = a.program().map(String::from).ok_or_else(|| {
+        Error::Other(format!(
+            "{}: the image has neither an entrypoint nor a command",
+            path.display()
+        ))
+    })?;
+    Ok(Some(ImageInfo {
+        id: a.image_id,
+        program,
+        repo_tags: a.repo_tags,
+    }))
+}
+
+/// Whether `path` starts like a POSIX tar archive (`ustar` at 257).
+fn is_tar(path: &Path) -> bool {
+    let mut head = [0u8; 263];
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head[257..262] == b"ustar"
+}
+
+/// The version of a build file: an image's program asked with `-version`
+/// (extracted into `scratch` for that), or the executable itself.
+pub fn probe_artifact(
+    path: &Path,
+    image: Option<&ImageInfo>,
+    scratch: &Path,
+) -> Result<(String, Option<String>)> {
+    match image {
+        Some(_) => crate::image::probe_version(path, scratch, Duration::from_secs(10)),
+        None => probe_version(path),
     }
 }
 

@@ -39,7 +39,7 @@ use crate::lock::Lock;
 use crate::notify::Notifier;
 use crate::paths::Paths;
 use crate::reexec;
-use crate::runtime::{self, Runtime};
+use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::sys;
 use crate::update::housekeeping;
@@ -166,7 +166,7 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
     if let Some(port) = cfg.api_port {
         control::server::spawn_tcp(port, tx.clone(), cfg, creds)?;
     }
-    spawn_docker_probe(tx);
+    spawn_docker_probe(tx, cfg);
     // Resume or undo an update a previous warden left in flight; the
     // machine starts the agent itself when the update needs it down.
     let in_flight = sup.machine.in_flight();
@@ -186,17 +186,15 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
 
 /// Ask the container engine its version once, in the background, for the
 /// status document's `versionInfo.dockerVersion`.
-fn spawn_docker_probe(tx: Sender<Event>) {
+fn spawn_docker_probe(tx: Sender<Event>, cfg: &Config) {
+    let Ok(socket) = crate::runtime::docker::socket(cfg) else {
+        return;
+    };
     let _ = std::thread::Builder::new()
         .name("docker-version".into())
         .spawn(move || {
-            let out = std::process::Command::new("docker")
-                .args(["version", "--format", "{{.Server.Version}}"])
-                .stdin(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .output();
-            if let Some(o) = out.ok().filter(|o| o.status.success()) {
-                let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if let Ok(e) = crate::engine::Engine::connect(socket, Duration::from_secs(5)) {
+                let v = e.server_version().version.clone();
                 if !v.is_empty() {
                     let obs = Observation {
                         docker_version: Some(format!("DockerVersion: {v}")),
@@ -301,7 +299,7 @@ impl Supervisor {
             journal.history(crate::update::machine::HISTORY_LINES),
         );
         Ok(Supervisor {
-            runtime: Runtime::new(&paths, &cfg, tx.clone()),
+            runtime: Runtime::new(&paths, &cfg, tx.clone())?,
             machine,
             journal,
             backoff: Backoff::new(cfg.backoff),
@@ -442,7 +440,16 @@ impl Supervisor {
                     log::warn!("{e}");
                 }
             }
-            Effect::Housekeeping => housekeeping::run(&self.paths),
+            Effect::Housekeeping => {
+                housekeeping::run(&self.paths);
+                if let Some(socket) = self.runtime.engine_socket() {
+                    let keep = [self.paths.current(), self.paths.previous()]
+                        .iter()
+                        .filter_map(|l| store.link_name(l))
+                        .collect();
+                    crate::runtime::docker::housekeeping(socket, keep);
+                }
+            }
             Effect::ConsumeDesiredImage => housekeeping::consume_desired_image(&self.paths),
             Effect::RetryJournalIn(d) => self.journal_retry_at = Some(Instant::now() + d),
             Effect::RestartLater => {
@@ -463,6 +470,7 @@ impl Supervisor {
         let ctx = worker::Ctx {
             paths: self.paths.clone(),
             cfg: self.cfg.clone(),
+            engine: self.runtime.engine_socket(),
         };
         let tx = self.tx.clone();
         let spawned = std::thread::Builder::new()
@@ -511,10 +519,10 @@ impl Supervisor {
                 .checked_sub(Duration::from_millis(a.uptime_ms))
                 .unwrap_or_else(Instant::now);
             log::info!(
-                "re-executed ({} so far); supervising agent {} (pid {}) again",
+                "re-executed ({} so far); supervising agent {} ({}) again",
                 self.execs,
                 a.version,
-                a.pid
+                Runtime::describe(&a)
             );
             self.runs += 1;
             let run = self.runs;
@@ -522,8 +530,8 @@ impl Supervisor {
             self.agent = AgentState::Running {
                 run,
                 since,
+                what: Runtime::describe(&a),
                 version: a.version,
-                what: format!("pid {}", a.pid),
             };
             // It may have exited while the image was replaced.
             self.reap();
@@ -548,9 +556,9 @@ impl Supervisor {
         self.reexec_pending = false;
         let now = Instant::now();
         let agent = match &self.agent {
-            AgentState::Running { since, .. } => {
-                self.runtime.handoff((now - *since).as_millis() as u64)
-            }
+            AgentState::Running { since, version, .. } => self
+                .runtime
+                .handoff(version, (now - *since).as_millis() as u64),
             _ => None,
         };
         let handoff = reexec::Handoff {
@@ -701,7 +709,10 @@ impl Supervisor {
                     self.drive(Input::Report(report));
                 }
             }
-            Event::Agent(AgentEvent::Exited { run, ended }) => self.on_agent_exit(run, ended),
+            Event::Agent(AgentEvent::Exited { run, ended }) => {
+                self.runtime.exited(run);
+                self.on_agent_exit(run, ended)
+            }
             Event::Agent(AgentEvent::OutputClosed { run, tail }) => {
                 self.runtime.output_closed(run);
                 if let Some((_, what)) = self.want_tail.take_if(|(r, _)| *r == run) {
@@ -803,10 +814,9 @@ impl Supervisor {
             self.schedule_restart();
             return Err(e);
         };
-        let env = runtime::agent_environment(&self.paths, &self.cfg);
         self.runs += 1;
         let run = self.runs;
-        match self.runtime.start(run, &build, &env) {
+        match self.runtime.start(run, &build, &self.paths, &self.cfg) {
             Ok(started) => {
                 log::info!("started agent {} ({})", build.version(), started.what);
                 self.notifier
@@ -1010,6 +1020,7 @@ impl Supervisor {
                 execs: self.execs,
             },
             supervisor: Supervision {
+                runtime: self.runtime.kind().as_str(),
                 agent_state: state,
                 agent_pid: version.as_ref().and(self.runtime.pid()),
                 agent_version: version,

@@ -441,6 +441,30 @@ impl Engine {
         Ok(loaded)
     }
 
+    /// `GET /images/{reference}/get`: the image as a `docker save` tarball,
+    /// streamed to `dest` (written through a temporary sibling, fsynced,
+    /// renamed). `timeout` bounds the whole call.
+    pub fn image_save(&self, reference: &str, dest: &Path, timeout: Duration) -> Result<u64> {
+        let op = "save image";
+        let path = format!("/images/{}/get", image_ref(op, reference)?);
+        let deadline = Some(Instant::now() + timeout);
+        let mut resp = self.call(op, reference, "GET", &path, None, Body::Empty, deadline)?;
+        let io = |e: std::io::Error| EngineError::io(op, reference, e);
+        let tmp = crate::durable::temp_sibling(dest, "tmp");
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            let n = std::io::copy(&mut resp.body, &mut f)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dest)?;
+            Ok(n)
+        })()
+        .map_err(io);
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
     // ---- containers ----
 
     /// `POST /containers/create?name=NAME`. 409 when the name is taken,

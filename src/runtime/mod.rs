@@ -8,6 +8,7 @@
 //! A runtime also owns what a previous warden left behind (an orphaned
 //! agent) and what crosses a re-exec.
 
+pub mod docker;
 pub mod docker_config;
 pub mod native;
 pub mod orphan;
@@ -16,20 +17,21 @@ pub mod output;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, RuntimeKind};
 use crate::error::Result;
 use crate::event::Event;
 use crate::exit::Ended;
+use crate::host_facts::HostFacts;
 use crate::paths::Paths;
 use crate::reexec::AgentHandoff;
-use crate::store::Build;
+use crate::store::{Build, Store};
 
 /// A started agent.
 #[derive(Debug, Clone)]
 pub struct Started {
     /// Its process ID on this host, when there is one to show.
     pub pid: Option<i32>,
-    /// How log lines name it (`pid 123`).
+    /// How log lines name it (`pid 123`, `container 0123456789ab`).
     pub what: String,
 }
 
@@ -37,17 +39,52 @@ pub struct Started {
 /// object: there are two, and each call site stays readable.
 pub enum Runtime {
     Native(native::Native),
+    Docker(docker::Docker),
+}
+
+/// Which runtime runs the agent: `ECS_WARDEN_RUNTIME`, else the bundle
+/// decides (an image tarball at `var/cache/ecs/ecs-agent.tar` means
+/// Docker, an executable at `var/cache/ecs/ecs-agent` native), else the
+/// current build (an image build means Docker), else native.
+pub fn choose(cfg: &Config, paths: &Paths) -> RuntimeKind {
+    if let Some(k) = cfg.runtime {
+        return k;
+    }
+    if paths.bundled_tarball().is_file() {
+        return RuntimeKind::Docker;
+    }
+    if paths.bundled_agent().is_file() {
+        return RuntimeKind::Native;
+    }
+    match Store::new(paths).current() {
+        Some(b) if b.artifact.image.is_some() => RuntimeKind::Docker,
+        _ => RuntimeKind::Native,
+    }
 }
 
 impl Runtime {
-    pub fn new(paths: &Paths, cfg: &Config, tx: Sender<Event>) -> Runtime {
-        Runtime::Native(native::Native::new(paths, cfg.stop_timeout, tx))
+    pub fn new(paths: &Paths, cfg: &Config, tx: Sender<Event>) -> Result<Runtime> {
+        Ok(match choose(cfg, paths) {
+            RuntimeKind::Native => {
+                Runtime::Native(native::Native::new(paths, cfg.stop_timeout, tx))
+            }
+            RuntimeKind::Docker => Runtime::Docker(docker::Docker::new(paths, cfg, tx)?),
+        })
     }
 
     /// Which runtime this is, as `status` and `version` show it.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> RuntimeKind {
         match self {
-            Runtime::Native(_) => "native",
+            Runtime::Native(_) => RuntimeKind::Native,
+            Runtime::Docker(_) => RuntimeKind::Docker,
+        }
+    }
+
+    /// The engine's socket, for the Docker runtime.
+    pub fn engine_socket(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Runtime::Native(_) => None,
+            Runtime::Docker(d) => Some(d.socket().to_path_buf()),
         }
     }
 
@@ -55,33 +92,44 @@ impl Runtime {
     pub fn clear_leftovers(&mut self) {
         match self {
             Runtime::Native(n) => n.clear_leftovers(),
+            Runtime::Docker(d) => d.clear_leftovers(),
         }
     }
 
-    /// Start `build` with `env` as run `run`.
-    pub fn start(&mut self, run: u64, build: &Build, env: &[(String, String)]) -> Result<Started> {
+    /// Start `build` as run `run`.
+    pub fn start(
+        &mut self,
+        run: u64,
+        build: &Build,
+        paths: &Paths,
+        cfg: &Config,
+    ) -> Result<Started> {
         match self {
-            Runtime::Native(n) => n.start(run, build, env),
+            Runtime::Native(n) => n.start(run, build, &native_environment(paths, cfg)),
+            Runtime::Docker(d) => d.start(run, build),
         }
     }
 
     /// Ask the agent to stop; a runtime that escalates does so at
-    /// `deadline`.
+    /// `deadline` (the engine escalates a container's stop itself).
     pub fn stop(&mut self) {
         match self {
             Runtime::Native(n) => n.stop(),
+            Runtime::Docker(d) => d.stop(),
         }
     }
 
     pub fn deadline(&self) -> Option<Instant> {
         match self {
             Runtime::Native(n) => n.deadline(),
+            Runtime::Docker(_) => None,
         }
     }
 
     pub fn on_deadline(&mut self, now: Instant) {
         match self {
             Runtime::Native(n) => n.on_deadline(now),
+            Runtime::Docker(_) => {}
         }
     }
 
@@ -89,6 +137,15 @@ impl Runtime {
     pub fn reap(&mut self) -> Option<(u64, Ended)> {
         match self {
             Runtime::Native(n) => n.reap(),
+            Runtime::Docker(_) => None,
+        }
+    }
+
+    /// A runtime thread reported that run `run` ended.
+    pub fn exited(&mut self, run: u64) {
+        match self {
+            Runtime::Native(_) => {}
+            Runtime::Docker(d) => d.exited(run),
         }
     }
 
@@ -96,6 +153,7 @@ impl Runtime {
     pub fn output_closed(&mut self, run: u64) {
         match self {
             Runtime::Native(n) => n.output_closed(run),
+            Runtime::Docker(_) => {}
         }
     }
 
@@ -103,18 +161,27 @@ impl Runtime {
     pub fn pid(&self) -> Option<i32> {
         match self {
             Runtime::Native(n) => n.pid(),
+            Runtime::Docker(d) => d.pid(),
         }
     }
 
-    /// The agent's part of a re-exec hand-off, and the descriptors that
-    /// must survive the exec.
-    pub fn handoff(&self, uptime_ms: u64) -> Option<AgentHandoff> {
+    /// The agent's part of a re-exec hand-off (the descriptors in it must
+    /// survive the exec).
+    pub fn handoff(&self, version: &str, uptime_ms: u64) -> Option<AgentHandoff> {
         match self {
             Runtime::Native(n) => n.handoff().map(|a| AgentHandoff {
                 pid: a.pid,
                 version: a.version,
                 uptime_ms,
                 output_fd: a.output_fd,
+                container: None,
+            }),
+            Runtime::Docker(d) => d.container_id().map(|id| AgentHandoff {
+                pid: d.pid().unwrap_or(0),
+                version: version.to_string(),
+                uptime_ms,
+                output_fd: None,
+                container: Some(id.to_string()),
             }),
         }
     }
@@ -130,36 +197,26 @@ impl Runtime {
                     output_fd: h.output_fd,
                 },
             ),
+            Runtime::Docker(d) => match &h.container {
+                Some(id) => d.adopt(run, id, Some(h.pid).filter(|p| *p > 0)),
+                None => log::error!("re-exec hand-off names no container for the Docker runtime"),
+            },
+        }
+    }
+
+    /// How log lines name the agent of a hand-off.
+    pub fn describe(h: &AgentHandoff) -> String {
+        match &h.container {
+            Some(id) => format!("container {}", &id[..12.min(id.len())]),
+            None => format!("pid {}", h.pid),
         }
     }
 }
 
-/// The environment the agent sees on top of the warden's own: every key of
-/// the merged config, and the locations it needs under the root unless the
-/// config sets them.
-pub fn agent_environment(paths: &Paths, cfg: &Config) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = cfg
-        .agent_env()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut set_default = |k: &str, v: String| {
-        if !cfg.env.contains_key(k) {
-            env.push((k.to_string(), v));
-        }
-    };
-    set_default("ECS_DATADIR", paths.data_dir.display().to_string());
-    set_default(
-        "ECS_UPDATE_DOWNLOAD_DIR",
-        paths.cache_dir.display().to_string(),
-    );
-    set_default(
-        "ECS_WARDEN_CONTROL_SOCKET",
-        paths.control_socket().display().to_string(),
-    );
-    // What ecs-init decides from the host's state, over the config.
-    for (k, v) in crate::host::agent_env_overrides(paths, cfg) {
-        env.retain(|(have, _)| *have != k);
-        env.push((k, v));
-    }
-    env
+/// The environment a native agent gets: the merged config and ecs-init's
+/// defaults with host paths under the root.
+pub fn native_environment(paths: &Paths, cfg: &Config) -> Vec<(String, String)> {
+    let config = docker::config_map(cfg);
+    let facts = HostFacts::probe(paths, &config, cfg.container_env.as_deref());
+    crate::agent_env::environment(&config, crate::agent_env::Runtime::Native, paths, &facts)
 }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::error::EcsErrorName::{InvalidParameterException, UpdatesDisabledException};
 use crate::source::Source;
+use crate::store::{self, parse_version};
 
 /// The body of `POST /v1/update` and `POST /v1/stage`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -96,6 +97,26 @@ pub fn resolve(
     source
         .check(cfg.update.allow_http)
         .map_err(|m| invalid(format!("source {source}: {m}")))?;
+    if let Some(target) = build_file(&source, cfg).map_err(invalid)? {
+        if let Some(v) = &want {
+            if parse_version(&target.version)
+                .map(|t| t != *v)
+                .unwrap_or(true)
+            {
+                return Err(invalid(format!(
+                    "source {source} is build {}, not the version {v} asked for",
+                    target.version
+                )));
+            }
+        }
+        return Ok(Request {
+            target,
+            source: source.to_string(),
+            origin,
+            perform,
+            force: params.force,
+        });
+    }
     let (fetched_from, bytes) =
         manifest::fetch(&source, &cfg.proxy, &cfg.update).map_err(invalid)?;
     let builds = manifest::parse(&fetched_from, &bytes).map_err(invalid)?;
@@ -114,4 +135,48 @@ pub fn resolve(
         perform,
         force: params.force,
     })
+}
+
+/// A `file://` source that is a build itself (an image tarball or an
+/// executable) rather than a manifest: described here, its digest taken
+/// from the file. A local file is its own authority; a remote build needs
+/// a manifest that states its digest.
+fn build_file(source: &Source, cfg: &Config) -> Result<Option<Target>, String> {
+    let Some(path) = source.file_path() else {
+        return Ok(None);
+    };
+    let mut head = [0u8; 512];
+    let n = std::fs::File::open(&path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| format!("read {}: {e}", path.display()))?;
+    let text = head[..n].iter().find(|b| !b.is_ascii_whitespace());
+    if text == Some(&b'{') {
+        return Ok(None); // a manifest
+    }
+    let image = store::identify(&path).map_err(|e| e.to_string())?;
+    if image.is_none() && !is_executable(&path) {
+        return Ok(None); // not a build: the manifest parser says what is wrong
+    }
+    let (sha256, size) = store::hash_file(&path).map_err(|e| e.to_string())?;
+    if size > cfg.update.max_build_size {
+        return Err(format!(
+            "{} is {size} bytes, above ECS_WARDEN_MAX_BUILD_SIZE ({} bytes)",
+            path.display(),
+            cfg.update.max_build_size
+        ));
+    }
+    let (version, git_hash) = store::probe_artifact(&path, image.as_ref(), &cfg.update.work_dir)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(Target {
+        version,
+        git_hash,
+        url: source.clone(),
+        sha256,
+        size,
+    }))
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

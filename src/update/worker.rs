@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use super::download::{self, DlError};
 use super::gate;
@@ -21,6 +20,9 @@ use crate::store::{self, Artifact, Store};
 pub struct Ctx {
     pub paths: Paths,
     pub cfg: Config,
+    /// The engine's socket when the agent runs in Docker: a staged image
+    /// is loaded into it while staging.
+    pub engine: Option<std::path::PathBuf>,
 }
 
 /// A thread name for `work`.
@@ -139,9 +141,15 @@ fn stage(
     })?;
     let mut learned = target;
     learned.size = size;
+    let verify = |m: String| Failure::new(ClientException, Reason::Verify, m);
+    let image = store::identify(&partial).map_err(|e| verify(e.to_string()))?;
     if learned.version.is_empty() {
-        let (v, h) = probe_partial(&partial)
-            .map_err(|m| Failure::new(ClientException, Reason::Verify, m))?;
+        if image.is_none() {
+            fs::set_permissions(&partial, fs::Permissions::from_mode(0o755))
+                .map_err(|e| verify(format!("chmod {}: {e}", partial.display())))?;
+        }
+        let (v, h) = store::probe_artifact(&partial, image.as_ref(), &paths.agents_dir)
+            .map_err(|e| verify(e.to_string()))?;
         learned.version = v;
         learned.git_hash = learned.git_hash.or(h);
     }
@@ -152,18 +160,33 @@ fn stage(
         size: learned.size,
         source: format!("{} ({source})", learned.url),
         installed_at: store::now_rfc3339(),
+        image,
     };
-    Store::new(paths)
+    let store = Store::new(paths);
+    let build = store
         .install(&partial, &artifact, true)
-        .map(|_| learned)
-        .map_err(|e| Failure::new(ServerException, Reason::Disk, e.to_string()))
+        .map_err(|e| Failure::new(ServerException, Reason::Disk, e.to_string()))?;
+    if let Some(socket) = &ctx.engine {
+        // Loaded now, so the engine's `load` is not part of the downtime.
+        crate::runtime::docker::preload(socket, &build, store.current().as_ref())
+            .map_err(|e| Failure::new(ServerException, Reason::Verify, e))?;
+    }
+    Ok(learned)
 }
 
 /// Hash the staged build again: it must still be what was verified.
 fn reverify(paths: &Paths, target: &Target) -> Result<(), Failure> {
-    let exe = paths
-        .build_dir(&target.version)
-        .join(crate::paths::AGENT_FILE);
+    let Some(build) = Store::new(paths).build(&target.version) else {
+        return Err(Failure::new(
+            ClientException,
+            Reason::Verify,
+            format!(
+                "the staged build {} is no longer in the store",
+                target.version
+            ),
+        ));
+    };
+    let exe = build.artifact_file();
     match store::hash_file(&exe) {
         Ok((sha, size)) if sha == target.sha256 && size == target.size => Ok(()),
         Ok((sha, size)) => Err(Failure::new(
@@ -178,13 +201,6 @@ fn reverify(paths: &Paths, target: &Target) -> Result<(), Failure> {
         )),
         Err(e) => Err(Failure::new(ServerException, Reason::Verify, e.to_string())),
     }
-}
-
-/// The version a downloaded (verified) executable reports.
-fn probe_partial(partial: &Path) -> Result<(String, Option<String>), String> {
-    fs::set_permissions(partial, fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("chmod {}: {e}", partial.display()))?;
-    store::probe_version(partial).map_err(|e| e.to_string())
 }
 
 /// Read `desired-image`, check the file it names, and describe it.
@@ -208,15 +224,20 @@ fn exit_42_target(paths: &Paths) -> Result<Option<Target>, String> {
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", file.display()));
     }
+    // What the real agent stages is an image tarball; a bare executable
+    // (the sample agent's) is accepted too.
+    let image = store::identify(&file).map_err(|e| e.to_string())?;
     let (sha256, size) = store::hash_file(&file).map_err(|e| e.to_string())?;
-    // The agent stages a download (0644, like its image tarballs), but
-    // the version probe executes it: give the owner the execute bit.
-    let mode = meta.permissions().mode();
-    if mode & 0o100 == 0 {
-        fs::set_permissions(&file, fs::Permissions::from_mode(mode | 0o100))
-            .map_err(|e| format!("make {} executable: {e}", file.display()))?;
+    if image.is_none() {
+        // The version probe executes it: give the owner the execute bit.
+        let mode = meta.permissions().mode();
+        if mode & 0o100 == 0 {
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode | 0o100))
+                .map_err(|e| format!("make {} executable: {e}", file.display()))?;
+        }
     }
-    let (version, git_hash) = store::probe_version(&file).map_err(|e| e.to_string())?;
+    let (version, git_hash) = store::probe_artifact(&file, image.as_ref(), &paths.agents_dir)
+        .map_err(|e| e.to_string())?;
     Ok(Some(Target {
         version,
         git_hash,
