@@ -2,18 +2,14 @@
 //! on the control socket, as the agent makes them on an update message
 //! (the sample agent's `POST /sample/request-update`), and directly.
 
-mod common;
-#[path = "api/support.rs"]
-mod support;
-
 use std::fs;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::*;
+use crate::harness::*;
 use ecs_warden::http::percent_encode;
-use support::*;
+use crate::harness::api::*;
 
 /// `POST /sample/request-update` on the sample agent; its answer
 /// `{"stage": STEP, "perform": STEP|null}`.

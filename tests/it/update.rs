@@ -5,15 +5,13 @@
 //! runs; `--no-wait`; housekeeping; a pinned version; the agent's own
 //! staging through exit code 42, good and bad.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::server::{self, Fault, Server};
-use common::*;
+use crate::harness::server::{self, Fault, Server};
+use crate::harness::*;
 use serde_json::Value;
 
 const LIFECYCLE: [&str; 5] = ["PENDING", "STAGING", "STAGED", "UPDATING", "UPDATED"];

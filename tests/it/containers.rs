@@ -6,15 +6,13 @@
 //! Skips loudly without an engine; fails instead with
 //! `ECS_WARDEN_REQUIRE_DOCKER=1` (CI).
 
-mod common;
-
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use common::*;
+use crate::harness::*;
 
 const T: Duration = Duration::from_secs(30);
 

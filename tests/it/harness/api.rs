@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::common::*;
+use super::*;
 use ecs_warden::api::credentials::{self, Credentials};
 use ecs_warden::api::sigv4;
 
@@ -698,14 +698,14 @@ pub fn aws(home: &Path, creds_file: &Path, port: u16, args: &[&str]) -> Aws {
     }
 }
 
-/// Run `tests/api/ecs_calls.py` with boto3: each case is `{"op", "params",
+/// Run `tests/it/harness/ecs_calls.py` with boto3: each case is `{"op", "params",
 /// "expect"?}`; one JSON result per case.
 pub fn boto3_calls(home: &Path, creds_file: &Path, port: u16, cases: &[Value]) -> Vec<Value> {
     let mut cmd = Command::new("python3");
     aws_env(&mut cmd, home, creds_file);
     cmd.arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/api/ecs_calls.py"
+        "/tests/it/harness/ecs_calls.py"
     ))
     .arg(format!("http://127.0.0.1:{port}"))
     .arg("us-west-2")

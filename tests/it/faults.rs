@@ -10,15 +10,13 @@
 //! `status --json` (`update.error` or `update.lastRefusal`) and the CLI's
 //! exit code.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::server::{self, Fault, Server};
-use common::*;
+use crate::harness::server::{self, Fault, Server};
+use crate::harness::*;
 use serde_json::{json, Value};
 
 const ART: &str = "/agents/1.1.0";

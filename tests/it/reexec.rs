@@ -3,15 +3,13 @@
 //! new image supervises that agent (restarts it when killed), the task is
 //! untouched, and an update in flight carries on.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::server::{Fault, Server};
-use common::*;
+use crate::harness::server::{Fault, Server};
+use crate::harness::*;
 use nix::sys::signal::Signal;
 
 /// Install the warden binary at `<root>/usr/bin/ecs-warden` (a copy,

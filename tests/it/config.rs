@@ -3,12 +3,10 @@
 //! every kind of config error, each of which must exit 4, name the file,
 //! line and key, and start nothing.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 
 #[test]
 fn defaults_then_packaged_file_then_operator_file() {

@@ -10,14 +10,12 @@
 //! answers with its version, exactly one agent process runs, the task kept
 //! its containers, and a further update to a newer build succeeds.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::server::{Fault, Server};
-use common::*;
+use crate::harness::server::{Fault, Server};
+use crate::harness::*;
 use serde_json::Value;
 
 const ART: &str = "/agents/1.1.0";

@@ -2,8 +2,6 @@
 //! verbs that work without a warden (status, stop, version, pre-start,
 //! post-stop, reload-cache), and `start` with no agent anywhere.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -13,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::*;
+use crate::harness::*;
 
 const VERBS: &[&str] = &[
     "version",

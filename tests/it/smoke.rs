@@ -1,10 +1,8 @@
 //! The harness itself: a host starts, answers status, and stops cleanly.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 
 #[test]
 fn start_status_stop() {

@@ -4,17 +4,13 @@
 //! Without `aws` (or boto3) these tests fail when `CI` is set and are
 //! skipped, loudly, otherwise (`bash scripts/setup.sh` installs both).
 
-mod common;
-#[path = "api/support.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use support::*;
+use crate::harness::api::*;
 
 fn task_arns(v: &Value) -> BTreeSet<String> {
     v.as_array()

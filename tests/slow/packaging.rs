@@ -10,7 +10,7 @@
 //! 3. Install, upgrade and erase them with `rpm --root DIR` into empty roots.
 //!    rpm runs the scriptlets chrooted into DIR, so each root gets a static
 //!    busybox as `/bin/sh` and a stand-in `systemctl`
-//!    (`tests/packaging/systemctl-standin.sh`) that records its calls and
+//!    (`tests/slow/systemctl-standin.sh`) that records its calls and
 //!    answers `is-active` from a file the test writes.
 //! 4. `systemd-analyze verify` the unit as installed, with the installed
 //!    binary in place (`--root`).
@@ -25,7 +25,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const SYSTEMCTL_STANDIN: &str = include_str!("packaging/systemctl-standin.sh");
+const SYSTEMCTL_STANDIN: &str = include_str!("systemctl-standin.sh");
 /// Appended to the packaged defaults of release 2, so that upgrading over an
 /// edited `/var/lib/ecs/ecs.config` has a new version to set aside.
 const R2_DEFAULTS_LINE: &str = "# release 2 of the packaged defaults\nECS_WARDEN_TEST_R2=1\n";

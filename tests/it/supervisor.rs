@@ -7,8 +7,6 @@
 //! delays it announces) and its status document, with wide margins, never
 //! from tight wall-clock windows.
 
-mod common;
-
 use std::fs;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,7 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use common::*;
+use crate::harness::*;
 
 const T: Duration = Duration::from_secs(20);
 

@@ -3,10 +3,6 @@
 //! `api::sigv4::sign`): bad input, concurrency, the status document, the
 //! metrics, and how fast status answers while something is slow.
 
-mod common;
-#[path = "api/support.rs"]
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -15,8 +11,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use common::*;
-use support::*;
+use crate::harness::*;
+use crate::harness::api::*;
 
 /// A host with the API, cluster `prod`, and a manifest offering 1.1.0 (so
 /// a request wrongly accepted would start an update and show).
