@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::harness::api::*;
+use crate::harness::server::Server;
 use crate::harness::*;
 use ecs_warden::http::percent_encode;
-use crate::harness::api::*;
 
 /// `POST /sample/request-update` on the sample agent; its answer
 /// `{"stage": STEP, "perform": STEP|null}`.
@@ -120,9 +121,10 @@ fn stage_is_idempotent_conflicts_and_wrong_performs_are_refused() {
     let pid0 = agent_pid(&host);
     let (p11, sha11) = build(&host, "1.1.0");
     let (p12, sha12) = build(&host, "1.2.0");
-    let slow = SlowServer::new(&p11, true);
+    let slow = Server::start();
+    let slow_url = slow.slow_file("/agent", &p11, true);
 
-    let r = stage(&host, &slow.url, &sha11, Some("1.1.0"));
+    let r = stage(&host, &slow_url, &sha11, Some("1.1.0"));
     assert_eq!(r.status, 200, "{}", r.text());
     let first = r.json();
     let id = first["id"].as_str().unwrap().to_string();
@@ -133,11 +135,11 @@ fn stage_is_idempotent_conflicts_and_wrong_performs_are_refused() {
         "{first}"
     );
     wait_for("the download to start", Duration::from_secs(10), || {
-        (slow.gets() == 1).then_some(())
+        (slow.gets("/agent") == 1).then_some(())
     });
 
     // The same stage again, while downloading.
-    let r = stage(&host, &slow.url, &sha11, Some("1.1.0"));
+    let r = stage(&host, &slow_url, &sha11, Some("1.1.0"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["id"], id.as_str(), "the same update");
     assert_eq!(r.json()["state"], "STAGING");
@@ -176,7 +178,7 @@ fn stage_is_idempotent_conflicts_and_wrong_performs_are_refused() {
     assert!(host
         .path("var/lib/ecs-warden/agents/1.1.0/ecs-agent")
         .is_file());
-    let r = stage(&host, &slow.url, &sha11, Some("1.1.0"));
+    let r = stage(&host, &slow_url, &sha11, Some("1.1.0"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["id"], id.as_str());
     assert_eq!(r.json()["state"], "STAGED");
@@ -187,7 +189,7 @@ fn stage_is_idempotent_conflicts_and_wrong_performs_are_refused() {
     assert_eq!(d["update"]["state"], "STAGED", "nothing performed it");
     assert_eq!(d["supervisor"]["agentPid"], pid0);
     assert_eq!(host.agent_version().as_deref(), Some("1.0.0"));
-    assert_eq!(slow.gets(), 1, "one download");
+    assert_eq!(slow.gets("/agent"), 1, "one download");
 
     // The right perform.
     let r = perform(&host, &sha11);
@@ -195,7 +197,7 @@ fn stage_is_idempotent_conflicts_and_wrong_performs_are_refused() {
     let d = wait_update_state(&host, "UPDATED", Duration::from_secs(60));
     assert_eq!(d["update"]["id"], id.as_str());
     host.wait_agent("1.1.0");
-    assert_eq!(slow.gets(), 1);
+    assert_eq!(slow.gets("/agent"), 1);
 
     // Performing it again (an agent that lost the answer): the same
     // finished update, nothing done twice.
@@ -244,9 +246,10 @@ fn stage_without_version_learns_it_from_the_build() {
 
     // 1.1.0 with a signature that is not its SHA-256.
     let (p11, sha11) = build(&host, "1.1.0");
-    let server = SlowServer::new(&p11, false);
+    let server = Server::start();
+    let server_url = server.slow_file("/agent", &p11, false);
     let wrong = sha256_hex(b"not the build");
-    let out = request_update(&host, &server.url, &wrong, None);
+    let out = request_update(&host, &server_url, &wrong, None);
     assert_eq!(out["stage"]["status"], 200, "{out}");
     let d = wait_for("the bad download to fail", Duration::from_secs(60), || {
         status_doc(&host).filter(|d| {
@@ -266,7 +269,7 @@ fn stage_without_version_learns_it_from_the_build() {
     assert!(!host.path("var/lib/ecs-warden/agents/1.1.0").exists());
 
     // 1.1.0 over loopback http, no version given.
-    let out = request_update(&host, &server.url, &sha11, None);
+    let out = request_update(&host, &server_url, &sha11, None);
     assert_eq!(out["stage"]["status"], 200, "{out}");
     assert_eq!(out["perform"]["status"], 200, "{out}");
     let d = wait_update_state(&host, "UPDATED", Duration::from_secs(60));

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::api::*;
+use crate::harness::server::Server;
+use crate::harness::*;
 
 fn task_arns(v: &Value) -> BTreeSet<String> {
     v.as_array()
@@ -360,8 +362,9 @@ fn boto3_raises_modeled_exceptions() {
     // Now 1.1.0, served slowly: the first call is accepted, the second
     // finds it in flight.
     let (p11, _) = build(&host, "1.1.0");
-    let slow = SlowServer::new(&p11, true);
-    manifest_with_urls(&host, &[("1.1.0", &slow.url, &p11)]);
+    let slow = Server::start();
+    let slow_url = slow.slow_file("/agent", &p11, true);
+    manifest_with_urls(&host, &[("1.1.0", &slow_url, &p11)]);
     let r = boto3_calls(
         &home,
         &cf,
@@ -379,12 +382,12 @@ fn boto3_raises_modeled_exceptions() {
     expect_caught(&r[1], "UpdateInProgressException");
     let st = status_doc(&host).unwrap();
     assert_eq!(st["update"]["state"], "STAGING", "{}", st["update"]);
-    assert!(slow.sent() < fs::metadata(&p11).unwrap().len() as usize);
+    assert!(slow.sent() < fs::metadata(&p11).unwrap().len());
 
     slow.release();
     wait_update_state(&host, "UPDATED", Duration::from_secs(60));
     host.wait_agent("1.1.0");
-    assert_eq!(slow.gets(), 1, "one download");
+    assert_eq!(slow.gets("/agent"), 1, "one download");
     let r = boto3_calls(
         &home,
         &cf,

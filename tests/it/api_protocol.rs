@@ -11,8 +11,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::harness::*;
 use crate::harness::api::*;
+use crate::harness::server::Server;
+use crate::harness::*;
 
 /// A host with the API, cluster `prod`, and a manifest offering 1.1.0 (so
 /// a request wrongly accepted would start an update and show).
@@ -428,8 +429,9 @@ fn twenty_parallel_updates_exactly_one_accepted() {
     let (mut host, port) = api_host();
     let (p11, _) = build(&host, "1.1.0");
     let size = std::fs::metadata(&p11).unwrap().len();
-    let slow = SlowServer::new(&p11, true);
-    let src = manifest_with_urls(&host, &[("1.1.0", &slow.url, &p11)]);
+    let slow = Server::start();
+    let slow_url = slow.slow_file("/agent", &p11, true);
+    let src = manifest_with_urls(&host, &[("1.1.0", &slow_url, &p11)]);
     host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &src)]);
     let arn = start_and_register(&mut host);
     let creds = creds(&host);
@@ -489,12 +491,12 @@ fn twenty_parallel_updates_exactly_one_accepted() {
         let d = status_doc(&host)?;
         (d["update"]["bytesDone"].as_u64()? > 0).then_some(())
     });
-    assert!(slow.sent() < size as usize, "the download must still run");
+    assert!(slow.sent() < size, "the download must still run");
 
     slow.release();
     wait_update_state(&host, "UPDATED", Duration::from_secs(60));
     host.wait_agent("1.1.0");
-    assert_eq!(slow.gets(), 1, "exactly one download");
+    assert_eq!(slow.gets("/agent"), 1, "exactly one download");
     let st = status_doc(&host).unwrap();
     assert_eq!(st["update"]["counters"]["updates"]["UPDATED"], 1);
     assert_eq!(st["update"]["counters"]["updates"]["FAILED"], 0);

@@ -3,8 +3,8 @@
 //! "Outlive" means the same container, never restarted: the same ID, the
 //! same `.State.StartedAt`, still running, per `docker inspect`.
 //!
-//! Skips loudly without an engine; fails instead with
-//! `ECS_WARDEN_REQUIRE_DOCKER=1` (CI).
+//! Skips loudly without an engine; fails instead when `CI` is set
+//! (`harness::tools`).
 
 use std::time::Duration;
 

@@ -6,8 +6,7 @@
 //! that starts tasks cleans them up with a guard (by pid and start time for
 //! processes, by label for containers).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -20,19 +19,21 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const EXE: &str = env!("CARGO_BIN_EXE_sample-agent");
+use crate::harness::{docker_available, ensure_task_image, http, start_time, wait_for, SAMPLE};
+
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------- harness
 
-/// One simulated host: a temporary directory holding the data dir.
-struct Host {
+/// A temporary directory holding the data dir of a sample agent run alone
+/// (no warden, no root layout: the harness's `Host` is a whole host).
+struct AgentDir {
     dir: tempfile::TempDir,
 }
 
-impl Host {
-    fn new() -> Host {
-        Host {
+impl AgentDir {
+    fn new() -> AgentDir {
+        AgentDir {
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -63,7 +64,7 @@ impl Host {
     }
 
     fn start(&self, extra: &[(&str, &str)]) -> Agent {
-        self.start_exe(Path::new(EXE), extra)
+        self.start_exe(Path::new(SAMPLE), extra)
     }
 
     fn start_exe(&self, exe: &Path, extra: &[(&str, &str)]) -> Agent {
@@ -106,7 +107,7 @@ impl Host {
 
     fn stamp(&self, version: &str, extra_args: &[&str]) -> PathBuf {
         let out = self.path().join(format!("agent-{version}"));
-        let status = Command::new(EXE)
+        let status = Command::new(SAMPLE)
             .args(["stamp", version])
             .arg(&out)
             .args(extra_args)
@@ -212,24 +213,6 @@ impl Drop for Agent {
     }
 }
 
-/// A minimal HTTP/1.1 client: one request, `Connection: close`.
-fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
-
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -250,7 +233,7 @@ impl Drop for ProcessTasks {
         };
         let state: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         for (pid, start) in task_pids(&state) {
-            if proc_start_time(pid) == Some(start) {
+            if start_time(pid) == Some(start) {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();
@@ -259,41 +242,23 @@ impl Drop for ProcessTasks {
     }
 }
 
-fn task_pids(state: &Value) -> Vec<(i64, u64)> {
+fn task_pids(state: &Value) -> Vec<(i32, u64)> {
     let mut pids = Vec::new();
     for task in state["tasks"].as_array().into_iter().flatten() {
         for c in task["containers"].as_array().into_iter().flatten() {
             if let (Some(pid), Some(start)) = (c["pid"].as_i64(), c["start_time"].as_u64()) {
-                pids.push((pid, start));
+                pids.push((pid as i32, start));
             }
         }
     }
     pids
 }
 
-/// Start time of a live (not zombie) process, field 22 of /proc/PID/stat.
-fn proc_start_time(pid: i64) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-    if fields[0] == "Z" || fields[0] == "X" {
-        return None;
-    }
-    fields[19].parse().ok()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 // ------------------------------------------------------------ the tests
 
 #[test]
 fn metadata_has_the_real_shape() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let agent = host.start(&[
         ("ECS_CLUSTER", "blue"),
         ("AWS_REGION", "eu-west-1"),
@@ -313,7 +278,7 @@ fn metadata_has_the_real_shape() {
         .and_then(|rest| rest.strip_suffix(')'))
         .unwrap_or_else(|| panic!("bad Version {version}"));
     assert!(is_hex(hash, 8), "{version}");
-    assert_eq!(version_banner(Path::new(EXE)), version);
+    assert_eq!(version_banner(Path::new(SAMPLE)), version);
     assert_eq!(meta.as_object().unwrap().len(), 3, "{meta}");
 
     assert!(agent
@@ -334,7 +299,7 @@ fn metadata_has_the_real_shape() {
 
 #[test]
 fn instance_arn_survives_restart_and_build_switch() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let mut agent = host.start(&[]);
     let arn = agent.get_json("/v1/metadata")["ContainerInstanceArn"].clone();
 
@@ -359,9 +324,9 @@ fn instance_arn_survives_restart_and_build_switch() {
 
 #[test]
 fn cluster_mismatch_is_terminal() {
-    let host = Host::new();
+    let host = AgentDir::new();
     host.start(&[("ECS_CLUSTER", "blue")]).sigkill();
-    let mut agent = host.spawn_exe(Path::new(EXE), &[("ECS_CLUSTER", "green")]);
+    let mut agent = host.spawn_exe(Path::new(SAMPLE), &[("ECS_CLUSTER", "green")]);
     let status = agent.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(5), "{}", agent.log());
     assert!(agent.log().contains("cluster"), "{}", agent.log());
@@ -369,7 +334,7 @@ fn cluster_mismatch_is_terminal() {
 
 #[test]
 fn stamp_sets_version_and_changes_bytes() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let a = host.stamp("1.2.3", &[]);
     let b = host.stamp("1.2.4-rc.1", &["--hash", "deadbeef"]);
 
@@ -395,7 +360,7 @@ fn stamp_sets_version_and_changes_bytes() {
     assert!(bytes_a.ends_with(trailer.as_bytes()));
 
     // Stamping from a stamped build strips the old trailer first.
-    let original = std::fs::read(EXE).unwrap();
+    let original = std::fs::read(SAMPLE).unwrap();
     let out = host.path().join("restamped");
     let status = Command::new(&b)
         .args(["stamp", "1.2.3"])
@@ -411,7 +376,7 @@ fn stamp_sets_version_and_changes_bytes() {
         &["stamp", "v1.2.3", "x"],
         &["stamp", "1.2.3"],
     ] {
-        let out = Command::new(EXE)
+        let out = Command::new(SAMPLE)
             .current_dir(host.path())
             .args(bad)
             .output()
@@ -420,10 +385,10 @@ fn stamp_sets_version_and_changes_bytes() {
         assert!(!out.stderr.is_empty());
         assert!(!host.path().join("x").exists());
     }
-    let out = Command::new(EXE).arg("--frobnicate").output().unwrap();
+    let out = Command::new(SAMPLE).arg("--frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
-    let out = Command::new(EXE).arg("--help").output().unwrap();
+    let out = Command::new(SAMPLE).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for needle in [
@@ -439,7 +404,7 @@ fn stamp_sets_version_and_changes_bytes() {
 
 #[test]
 fn process_tasks_are_listed_found_and_readopted() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let _cleanup = ProcessTasks(host.data_dir());
     let agent = host.start(&[]);
 
@@ -467,11 +432,7 @@ fn process_tasks_are_listed_found_and_readopted() {
     let pids = task_pids(&host.saved_state());
     assert_eq!(pids.len(), 2);
     for (pid, start) in &pids {
-        assert_eq!(
-            proc_start_time(*pid),
-            Some(*start),
-            "task process {pid} runs"
-        );
+        assert_eq!(start_time(*pid), Some(*start), "task process {pid} runs");
     }
 
     let all = agent.get_json("/v1/tasks");
@@ -507,7 +468,7 @@ fn process_tasks_are_listed_found_and_readopted() {
     // A SIGKILLed agent leaves its tasks running; the next one adopts them.
     agent.sigkill();
     for (pid, start) in &pids {
-        assert_eq!(proc_start_time(*pid), Some(*start), "task {pid} survived");
+        assert_eq!(start_time(*pid), Some(*start), "task {pid} survived");
     }
     let agent = host.start(&[]);
     assert_eq!(agent.get_json("/v1/tasks")["Tasks"][0], task);
@@ -522,10 +483,13 @@ fn process_tasks_are_listed_found_and_readopted() {
         .args(["-KILL", &pid.to_string()])
         .status()
         .unwrap();
-    wait_until(
+    wait_for(
         "the killed task to read STOPPED",
         Duration::from_secs(5),
-        || agent.get_json(&format!("/v1/tasks?taskarn={second_arn}"))["KnownStatus"] == "STOPPED",
+        || {
+            (agent.get_json(&format!("/v1/tasks?taskarn={second_arn}"))["KnownStatus"] == "STOPPED")
+                .then_some(())
+        },
     );
 
     // Stopping a task ends its processes.
@@ -533,7 +497,7 @@ fn process_tasks_are_listed_found_and_readopted() {
     assert_eq!(stopped["KnownStatus"], "STOPPED");
     assert_eq!(stopped["DesiredStatus"], "STOPPED");
     for (pid, start) in &pids {
-        assert_ne!(proc_start_time(*pid), Some(*start), "task {pid} stopped");
+        assert_ne!(start_time(*pid), Some(*start), "task {pid} stopped");
     }
     assert_eq!(
         agent
@@ -547,7 +511,7 @@ fn process_tasks_are_listed_found_and_readopted() {
 
 #[test]
 fn exit_request_exits_with_that_code() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let mut agent = host.start(&[]);
     let body = agent.post_json("/sample/exit?code=7");
     assert_eq!(body["exiting"], 7);
@@ -556,7 +520,7 @@ fn exit_request_exits_with_that_code() {
 
 #[test]
 fn fault_exit_n_fires_after_serving() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let mut agent = host.start(&[
         ("SAMPLE_AGENT_FAULT", "exit:3"),
         ("SAMPLE_AGENT_EXIT_AFTER", "1s"),
@@ -569,8 +533,8 @@ fn fault_exit_n_fires_after_serving() {
 
 #[test]
 fn fault_crash_aborts_before_serving() {
-    let host = Host::new();
-    let mut agent = host.spawn_exe(Path::new(EXE), &[("SAMPLE_AGENT_FAULT", "crash")]);
+    let host = AgentDir::new();
+    let mut agent = host.spawn_exe(Path::new(SAMPLE), &[("SAMPLE_AGENT_FAULT", "crash")]);
     let status = agent.wait_exit(Duration::from_secs(10));
     assert_eq!(status.signal(), Some(6), "SIGABRT, got {status}");
     assert!(!agent.log().contains("serving on"), "{}", agent.log());
@@ -578,7 +542,7 @@ fn fault_crash_aborts_before_serving() {
 
 #[test]
 fn fault_unhealthy_and_the_unhealthy_request() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let agent = host.start(&[("SAMPLE_AGENT_FAULT", "unhealthy")]);
     let meta = agent.get_json("/v1/metadata");
     assert_eq!(meta["ContainerInstanceArn"], "");
@@ -594,7 +558,7 @@ fn fault_unhealthy_and_the_unhealthy_request() {
 
 #[test]
 fn fault_version_gates_the_env_fault_and_stamped_faults_apply() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let v2 = host.stamp("2.0.0", &[]);
     let gate = [
         ("SAMPLE_AGENT_FAULT", "crash"),
@@ -616,7 +580,7 @@ fn fault_version_gates_the_env_fault_and_stamped_faults_apply() {
     agent.get_json("/v1/metadata");
 
     // A bad fault is a bad environment.
-    let mut agent = host.spawn_exe(Path::new(EXE), &[("SAMPLE_AGENT_FAULT", "explode")]);
+    let mut agent = host.spawn_exe(Path::new(SAMPLE), &[("SAMPLE_AGENT_FAULT", "explode")]);
     assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(1));
     assert!(
         agent.log().contains("SAMPLE_AGENT_FAULT"),
@@ -627,7 +591,7 @@ fn fault_version_gates_the_env_fault_and_stamped_faults_apply() {
 
 #[test]
 fn fault_drop_tasks_hides_adopted_tasks() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let _cleanup = ProcessTasks(host.data_dir());
     let agent = host.start(&[]);
     let old = agent.post_json("/sample/tasks");
@@ -651,7 +615,7 @@ fn fault_drop_tasks_hides_adopted_tasks() {
 
 #[test]
 fn fault_ignore_sigterm_needs_sigkill() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let mut agent = host.start(&[("SAMPLE_AGENT_FAULT", "ignore-sigterm")]);
     agent.signal("TERM");
     thread::sleep(Duration::from_millis(300));
@@ -663,7 +627,7 @@ fn fault_ignore_sigterm_needs_sigkill() {
 
 #[test]
 fn fault_slow_start_delays_binding() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let started = Instant::now();
     let agent = host.start(&[("SAMPLE_AGENT_FAULT", "slow-start:600ms")]);
     assert!(started.elapsed() >= Duration::from_millis(600));
@@ -672,9 +636,9 @@ fn fault_slow_start_delays_binding() {
 
 #[test]
 fn refuses_a_non_loopback_address() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let mut agent = host.spawn_exe(
-        Path::new(EXE),
+        Path::new(SAMPLE),
         &[("ECS_WARDEN_INTROSPECTION_URL", "http://0.0.0.0:51678")],
     );
     assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(1));
@@ -683,7 +647,7 @@ fn refuses_a_non_loopback_address() {
 
 #[test]
 fn stage_local_writes_desired_image_and_exits_42() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let build = host.stamp("1.5.0", &[]);
 
     let agent = host.start(&[]);
@@ -758,7 +722,7 @@ fn fake_warden(
 
 #[test]
 fn request_update_stages_then_performs_over_the_control_socket() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let socket = host.path().join("control.sock");
     let seen = fake_warden(&socket, 200);
     let agent = host.start(&[("ECS_WARDEN_CONTROL_SOCKET", socket.to_str().unwrap())]);
@@ -792,7 +756,7 @@ fn request_update_stages_then_performs_over_the_control_socket() {
 
 #[test]
 fn request_update_does_not_perform_after_a_failed_stage() {
-    let host = Host::new();
+    let host = AgentDir::new();
     let socket = host.path().join("control.sock");
     let seen = fake_warden(&socket, 409);
     let agent = host.start(&[("ECS_WARDEN_CONTROL_SOCKET", socket.to_str().unwrap())]);
@@ -822,59 +786,8 @@ fn request_update_does_not_perform_after_a_failed_stage() {
 
 // --------------------------------------------------------------- docker
 
-const TASK_IMAGE: &str = "ecs-warden-task:latest";
-
 fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker").args(args).output().unwrap()
-}
-
-/// Whether to run the docker test: the engine answers, or it is required.
-fn docker_available() -> bool {
-    let works = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !works {
-        if std::env::var("ECS_WARDEN_REQUIRE_DOCKER").as_deref() == Ok("1") {
-            panic!("ECS_WARDEN_REQUIRE_DOCKER=1 but `docker version` fails");
-        }
-        eprintln!(
-            "\n*** SKIPPING the docker runtime test: `docker version` fails here \
-             (set ECS_WARDEN_REQUIRE_DOCKER=1 to make this a failure) ***\n"
-        );
-    }
-    works
-}
-
-/// Imports the task image from the host's static busybox if it is missing.
-fn ensure_task_image() {
-    if docker(&["image", "inspect", TASK_IMAGE]).status.success() {
-        return;
-    }
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.path().join("bin/busybox"))
-        .expect("/bin/busybox (Debian's busybox-static) is needed to build the task image");
-    std::os::unix::fs::symlink("busybox", root.path().join("bin/sh")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.path().join("bin/sleep")).unwrap();
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(root.path())
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = Command::new("docker")
-        .args(["import", "-", TASK_IMAGE])
-        .stdin(tar.stdout.take().unwrap())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(
-        tar.wait().unwrap().success(),
-        "tar of the task rootfs failed"
-    );
-    assert!(status.success(), "docker import of {TASK_IMAGE} failed");
 }
 
 /// Removes every container an agent started, by its label, when dropped.
@@ -906,11 +819,11 @@ fn inspect(id: &str, format: &str) -> String {
 
 #[test]
 fn docker_tasks_keep_running_across_agent_sigkill() {
-    if !docker_available() {
+    if !docker_available("sample_agent::docker_tasks_keep_running_across_agent_sigkill") {
         return;
     }
     ensure_task_image();
-    let host = Host::new();
+    let host = AgentDir::new();
     let runtime = [("SAMPLE_AGENT_TASK_RUNTIME", "docker")];
     let agent = host.start(&runtime);
     let arn = agent.get_json("/v1/metadata")["ContainerInstanceArn"]

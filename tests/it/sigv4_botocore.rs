@@ -6,41 +6,18 @@
 //! Needs `python3` with botocore. Without it the tests fail when `CI` is
 //! set and are skipped (loudly) otherwise.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::harness::botocore_available;
 use ecs_warden::api::credentials::{self, Credentials};
 use ecs_warden::api::sigv4::{self, AuthError};
 use ecs_warden::http::{self, Handler, Limits, Listener, ReadError, Request, Response};
 
 const TARGET: &str = "AmazonEC2ContainerServiceV20141113.UpdateContainerAgent";
 const BODY: &str = r#"{"cluster": "default", "containerInstance": "abc"}"#;
-
-fn botocore_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import botocore"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("python3 with botocore is required for this test (CI is set)");
-        }
-        // Straight to stderr: eprintln! output is captured (hidden) for
-        // passing tests, and a skip must be seen.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !! SKIPPED: `python3 -c 'import botocore'` failed, so the botocore    !!\n\
-             !! SigV4 interoperability test did NOT run (pip install botocore).  !!\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-        );
-    }
-    ok
-}
 
 /// Run a python script with botocore pointed at `creds_file` and nothing
 /// else (no environment keys, no config file, no instance metadata).
@@ -107,7 +84,7 @@ print(json.dumps({
 
 #[test]
 fn botocore_sigv4auth_request_verifies_and_tampering_is_refused() {
-    if !botocore_available() {
+    if !botocore_available("botocore_sigv4auth_request_verifies_and_tampering_is_refused") {
         return;
     }
     let (_root, file, creds) = setup();
@@ -243,7 +220,7 @@ except ClientError as e:
 
 #[test]
 fn botocore_ecs_client_over_loopback_tcp() {
-    if !botocore_available() {
+    if !botocore_available("botocore_ecs_client_over_loopback_tcp") {
         return;
     }
     let (_root, file, creds) = setup();

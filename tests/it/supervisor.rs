@@ -366,15 +366,6 @@ fn task_pid(host: &Host) -> (i32, u64) {
     )
 }
 
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn sigterm_to_the_warden_stops_only_the_agent() {
     let mut host = Host::new();

@@ -7,6 +7,8 @@
 
 use std::process::Command;
 
+use crate::harness::ci;
+
 const SECTIONS: [&str; 5] = [
     "| 1 download",
     "| 2 restart",
@@ -79,7 +81,7 @@ fn quick_benchmark_prints_every_section() {
         .filter(|l| l.contains("PEER MISSING"))
         .collect();
     if !missing.is_empty() {
-        if std::env::var_os("CI").is_some() {
+        if ci() {
             panic!("benchmark peers are missing on CI:\n{}", missing.join("\n"));
         }
         eprintln!(

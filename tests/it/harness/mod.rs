@@ -8,7 +8,12 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod client;
 pub mod server;
+pub mod tools;
+
+pub use client::*;
+pub use tools::*;
 
 use std::fs;
 use std::net::TcpListener;
@@ -40,45 +45,6 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Whether `docker ARGS` succeeds (output discarded).
-fn docker_ok(args: &[&str]) -> bool {
-    Command::new("docker")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether a Docker engine answers. With `ECS_WARDEN_REQUIRE_DOCKER=1`
-/// (set by CI) a missing engine fails the test instead of skipping it.
-pub fn docker_available(test: &str) -> bool {
-    let ok = docker_ok(&["version", "--format", "{{.Server.Version}}"]);
-    if !ok {
-        if std::env::var("ECS_WARDEN_REQUIRE_DOCKER").as_deref() == Ok("1") {
-            panic!("{test}: a Docker engine is required (ECS_WARDEN_REQUIRE_DOCKER=1) but none answers; run scripts/docker-env.sh");
-        }
-        eprintln!(
-            "\n!!!! SKIPPING {test}: no Docker engine answers (run scripts/docker-env.sh) !!!!\n"
-        );
-    }
-    ok
-}
-
-/// Make sure the task image exists (CI imports it in scripts/docker-env.sh).
-pub fn ensure_task_image() {
-    if !docker_ok(&["image", "inspect", "ecs-warden-task:latest"]) {
-        let st = Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/docker-env.sh"
-            ))
-            .status()
-            .expect("run scripts/docker-env.sh");
-        assert!(st.success(), "scripts/docker-env.sh failed");
     }
 }
 
@@ -420,6 +386,17 @@ pub fn pid_alive(pid: i32) -> bool {
         Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
         None => false,
     }
+}
+
+/// The start time of a live (not zombie) process, in clock ticks since
+/// boot (field 22 of `/proc/PID/stat`): with the pid, who it is.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    if matches!(fields.first(), Some(&("Z" | "X"))) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
 }
 
 /// The process group of `pid` (field 5 of `/proc/PID/stat`).

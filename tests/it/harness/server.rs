@@ -5,8 +5,13 @@
 //! download's status checks, caps, timeouts, retries and resumes are proven
 //! against a real socket. Every response closes its connection; every
 //! request is recorded (method, path, `Range`) so a test can assert that a
-//! retry resumed with `Range: bytes=K-`. `HEAD` gets the headers the
-//! same request would (the fault's `Content-Length` included), no body.
+//! retry resumed with `Range: bytes=K-`, and every body byte sent is
+//! counted. `HEAD` gets the headers the same request would (the fault's
+//! `Content-Length` included), no body.
+//!
+//! `Fault::Hold` keeps a download in flight for as long as the test wants:
+//! it dribbles while the server is held (`hold`) and finishes once
+//! released (`release`); `slow_file` sets that up in one call.
 //!
 //! The server runs on its own accept thread, one thread per connection, and
 //! stops when dropped (stalled connections are released then too).
@@ -16,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -53,6 +58,12 @@ pub enum Fault {
     Reset(u64),
     /// Send the body in `chunk`-byte writes with `pause` between them.
     Dribble { chunk: usize, pause: Duration },
+    /// Send the first eighth of the body (at most 1 MiB) at once, then
+    /// 64 KiB every 20 ms while the server is held, never the last byte;
+    /// once released, the rest at full speed. (The warden reports progress
+    /// per MiB; a host that uses this raises its download read timeout so
+    /// that a long hold is not a stall.)
+    Hold,
 }
 
 /// A request as the server saw it.
@@ -79,8 +90,19 @@ struct Shared {
 pub struct Server {
     pub port: u16,
     shared: Arc<Mutex<Shared>>,
-    stop: Arc<AtomicBool>,
+    flags: Arc<Flags>,
     accept: Option<JoinHandle<()>>,
+}
+
+/// What every connection thread shares with the test, outside the lock.
+#[derive(Default)]
+struct Flags {
+    /// Set when the server is dropped: stalled and held answers end.
+    stop: AtomicBool,
+    /// While set, `Fault::Hold` answers dribble and do not finish.
+    hold: AtomicBool,
+    /// Body bytes sent, all connections.
+    sent: AtomicU64,
 }
 
 impl Server {
@@ -89,27 +111,27 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sh, st) = (shared.clone(), stop.clone());
+        let flags = Arc::new(Flags::default());
+        let (sh, fl) = (shared.clone(), flags.clone());
         let accept = std::thread::Builder::new()
             .name(format!("test-server-{port}"))
             .spawn(move || {
                 for conn in listener.incoming() {
-                    if st.load(Ordering::SeqCst) {
+                    if fl.stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    let (sh, st) = (sh.clone(), st.clone());
+                    let (sh, fl) = (sh.clone(), fl.clone());
                     let _ = std::thread::Builder::new()
                         .name("test-server-conn".into())
-                        .spawn(move || handle(conn, &sh, &st));
+                        .spawn(move || handle(conn, &sh, &fl));
                 }
             })
             .unwrap();
         Server {
             port,
             shared,
-            stop,
+            flags,
             accept: Some(accept),
         }
     }
@@ -173,6 +195,38 @@ impl Server {
         self.manifest(&json!({"schemaVersion": 1, "agents": agents}))
     }
 
+    /// Serve `file` at `path` with `Fault::Hold`, held from the start when
+    /// `held`; its URL.
+    pub fn slow_file(&self, path: &str, file: &Path, held: bool) -> String {
+        self.flags.hold.store(held, Ordering::SeqCst);
+        let body = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        self.route(path, body, &[], Fault::Hold);
+        self.url(path)
+    }
+
+    /// Make `Fault::Hold` answers dribble without finishing.
+    pub fn hold(&self) {
+        self.flags.hold.store(true, Ordering::SeqCst);
+    }
+
+    /// Let `Fault::Hold` answers finish.
+    pub fn release(&self) {
+        self.flags.hold.store(false, Ordering::SeqCst);
+    }
+
+    /// Body bytes sent so far, all connections.
+    pub fn sent(&self) -> u64 {
+        self.flags.sent.load(Ordering::SeqCst)
+    }
+
+    /// How many `GET`s `path` received.
+    pub fn gets(&self, path: &str) -> usize {
+        self.seen_at(path)
+            .iter()
+            .filter(|s| s.method == "GET")
+            .count()
+    }
+
     /// Every request so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.shared.lock().unwrap().seen.clone()
@@ -186,7 +240,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.flags.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(h) = self.accept.take() {
@@ -207,7 +261,7 @@ pub fn entry(version: &str, bytes: &[u8], url: &str) -> Value {
     })
 }
 
-fn handle(mut conn: TcpStream, shared: &Mutex<Shared>, stop: &AtomicBool) {
+fn handle(mut conn: TcpStream, shared: &Mutex<Shared>, flags: &Flags) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let Some((method, path, range)) = read_head(&mut conn) else {
         return;
@@ -236,7 +290,7 @@ fn handle(mut conn: TcpStream, shared: &Mutex<Shared>, stop: &AtomicBool) {
         &fault,
         range.as_deref(),
         head_only,
-        stop,
+        flags,
     );
 }
 
@@ -312,8 +366,15 @@ fn answer(
     fault: &Fault,
     range: Option<&str>,
     head_only: bool,
-    stop: &AtomicBool,
+    flags: &Flags,
 ) -> std::io::Result<()> {
+    let stop = &flags.stop;
+    // Every body byte goes out through here, to be counted.
+    let send = |conn: &mut TcpStream, bytes: &[u8]| -> std::io::Result<()> {
+        conn.write_all(bytes)?;
+        flags.sent.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+        Ok(())
+    };
     if let Fault::Status(code) = fault {
         return respond_text(conn, *code, reason(*code), "scripted failure\n");
     }
@@ -353,24 +414,24 @@ fn answer(
     }
     let cut = |k: u64| &slice[..k.min(len) as usize];
     match fault {
-        Fault::Serve | Fault::IgnoreRange | Fault::LieLength(_) => conn.write_all(slice)?,
+        Fault::Serve | Fault::IgnoreRange | Fault::LieLength(_) => send(conn, slice)?,
         Fault::Status(_) => unreachable!(),
         Fault::Truncate(k) | Fault::CloseAfter(k) => {
-            conn.write_all(cut(*k))?;
+            send(conn, cut(*k))?;
             conn.flush()?;
             let _ = conn.shutdown(Shutdown::Write);
             // Let the peer read to the FIN before the socket goes.
             std::thread::sleep(Duration::from_millis(100));
         }
         Fault::Overflow(extra) | Fault::OverflowDeclared(extra) => {
-            conn.write_all(slice)?;
-            conn.write_all(&vec![b'X'; *extra as usize])?;
+            send(conn, slice)?;
+            send(conn, &vec![b'X'; *extra as usize])?;
             conn.flush()?;
             let _ = conn.shutdown(Shutdown::Write);
             std::thread::sleep(Duration::from_millis(100));
         }
         Fault::Stall(k) => {
-            conn.write_all(cut(*k))?;
+            send(conn, cut(*k))?;
             conn.flush()?;
             let until = Instant::now() + Duration::from_secs(60);
             while !stop.load(Ordering::SeqCst) && Instant::now() < until {
@@ -378,7 +439,7 @@ fn answer(
             }
         }
         Fault::Reset(k) => {
-            conn.write_all(cut(*k))?;
+            send(conn, cut(*k))?;
             conn.flush()?;
             std::thread::sleep(Duration::from_millis(300));
             let linger = nix::libc::linger {
@@ -394,10 +455,27 @@ fn answer(
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                conn.write_all(piece)?;
+                send(conn, piece)?;
                 conn.flush()?;
                 std::thread::sleep(*pause);
             }
+        }
+        Fault::Hold => {
+            let hold = &flags.hold;
+            let mut pos = (slice.len() / 8).min(1 << 20);
+            send(conn, &slice[..pos])?;
+            while hold.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                let upto = (pos + 64 * 1024).min(slice.len().saturating_sub(1));
+                if upto > pos {
+                    send(conn, &slice[pos..upto])?;
+                    pos = upto;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if stop.load(Ordering::SeqCst) && hold.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            send(conn, &slice[pos..])?;
         }
     }
     conn.flush()
