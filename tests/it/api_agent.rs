@@ -54,7 +54,7 @@ fn agent_pid(host: &Host) -> i64 {
 /// task untouched. Asking again changes nothing.
 #[test]
 fn request_update_stages_and_performs() {
-    let (mut host, _port) = api_host();
+    let mut host = Host::builder().api().build();
     let arn = start_and_register(&mut host);
     let task = host.start_task("web");
     let (p11, sha) = build(&host, "1.1.0");
@@ -116,7 +116,7 @@ fn request_update_stages_and_performs() {
 /// perform.
 #[test]
 fn stage_is_idempotent_conflicts_and_wrong_performs_are_refused() {
-    let (mut host, _port) = api_host();
+    let mut host = Host::builder().api().build();
     start_and_register(&mut host);
     let pid0 = agent_pid(&host);
     let (p11, sha11) = build(&host, "1.1.0");
@@ -223,7 +223,7 @@ fn stage_is_idempotent_conflicts_and_wrong_performs_are_refused() {
 /// build over loopback http goes through.
 #[test]
 fn stage_without_version_learns_it_from_the_build() {
-    let (mut host, _port) = api_host();
+    let mut host = Host::builder().api().build();
     start_and_register(&mut host);
     let pid0 = agent_pid(&host);
 

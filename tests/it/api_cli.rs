@@ -31,7 +31,8 @@ fn aws_cli_lists_describes_and_updates() {
     if !aws_available("aws_cli_lists_describes_and_updates") {
         return;
     }
-    let (mut host, port) = api_host();
+    let mut host = Host::builder().api().build();
+    let port = host.api_port();
     let (p11, _) = build(&host, "1.1.0");
     let src = host.file_manifest(&[("1.1.0", &p11)]);
     host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &src)]);
@@ -206,7 +207,8 @@ fn aws_cli_unsigned_and_wrongly_signed_calls_are_refused() {
     if !aws_available("aws_cli_unsigned_and_wrongly_signed_calls_are_refused") {
         return;
     }
-    let (mut host, port) = api_host();
+    let mut host = Host::builder().api().build();
+    let port = host.api_port();
     let (p11, _) = build(&host, "1.1.0");
     let src = host.file_manifest(&[("1.1.0", &p11)]);
     host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &src)]);
@@ -301,7 +303,8 @@ fn boto3_raises_modeled_exceptions() {
     if !boto3_available("boto3_raises_modeled_exceptions") {
         return;
     }
-    let (mut host, port) = api_host();
+    let mut host = Host::builder().api().build();
+    let port = host.api_port();
     // At first the manifest offers only what runs.
     let p10 = host.path("srv/agent-1.0.0");
     fs::copy(host.path("var/cache/ecs/ecs-agent"), &p10).unwrap();

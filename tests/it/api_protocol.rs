@@ -18,7 +18,8 @@ use crate::harness::*;
 /// A host with the API, cluster `prod`, and a manifest offering 1.1.0 (so
 /// a request wrongly accepted would start an update and show).
 fn host_with_update() -> (Host, u16, String) {
-    let (mut host, port) = api_host();
+    let mut host = Host::builder().api().build();
+    let port = host.api_port();
     let (p11, _) = build(&host, "1.1.0");
     let src = host.file_manifest(&[("1.1.0", &p11)]);
     host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &src)]);
@@ -426,7 +427,8 @@ fn half_sent_request_holds_nobody_up() {
 /// download, one update.
 #[test]
 fn twenty_parallel_updates_exactly_one_accepted() {
-    let (mut host, port) = api_host();
+    let mut host = Host::builder().api().build();
+    let port = host.api_port();
     let (p11, _) = build(&host, "1.1.0");
     let size = std::fs::metadata(&p11).unwrap().len();
     let slow = Server::start();

@@ -58,7 +58,7 @@ fn task_containers_survive_agent_crash_restart_and_warden_stop() {
         return;
     }
     ensure_task_image();
-    let mut host = Host::with_runtime("docker");
+    let mut host = Host::builder().runtime("docker").build();
     host.start();
     let pid = host.wait_new_agent(None, T);
 

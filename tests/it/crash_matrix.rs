@@ -94,6 +94,7 @@ fn crash_case(point: &str, journal_step: &str, after_restart: Option<Fault>) {
         assert!(have > 0 && have < size, "{point}: partial has {have} bytes");
     }
     let fetched = srv.seen_at(ART).len();
+    let restart = history_len(&host, point);
 
     // Restart without the fail point: resumed or undone.
     let fresh = after_restart == Some(Fault::IgnoreRange);
@@ -142,7 +143,7 @@ fn crash_case(point: &str, journal_step: &str, after_restart: Option<Fault>) {
     assert_eq!(ran.code, 0, "{point}: {ran:?}\n{}", host.log());
     host.assert_intact("1.2.0");
     assert_task_kept(&host, &task, point);
-    check_history(&host, point);
+    check_history(&host, point, &[restart]);
 }
 
 /// Kill the warden at `point` during an operator's `ecs-warden rollback`
@@ -164,6 +165,7 @@ fn rollback_crash_at(point: &str, journal_step: &str) {
     assert_eq!(j["step"], journal_step, "{point}: journal {j:#}");
     assert_eq!(j["origin"], "rollback");
     assert_current_complete(&host, point);
+    let restart = history_len(&host, point);
 
     host.start();
     let u = host.wait_update_end(Duration::from_secs(60));
@@ -188,6 +190,7 @@ fn rollback_crash_at(point: &str, journal_step: &str) {
     assert_eq!(ran.code, 0, "{point}: {ran:?}\n{}", host.log());
     host.assert_intact("1.2.0");
     assert_task_kept(&host, &task, point);
+    check_history(&host, point, &[restart]);
 }
 
 #[test]
@@ -210,12 +213,8 @@ fn operator_rollback_during_rollback_gate() {
 #[test]
 fn repeated_crashes_during_the_gate_roll_back() {
     let srv = Server::start();
-    let mut host = Host::new();
-    host.small_bundled();
-    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
     let armed = [("ECS_WARDEN_FAILPOINT", "during-gate")];
-    host.start_with_env(&armed);
-    host.wait_agent("1.0.0");
+    let mut host = Host::builder().updates_from(&srv).start_with_env(&armed);
     let task = host.start_task("web");
     let b110 = host.stamp_small("1.1.0", None, &host.path("srv/1.1.0"));
     srv.publish(&[("1.1.0", &b110)]);
@@ -247,11 +246,7 @@ fn repeated_crashes_during_the_gate_roll_back() {
 #[test]
 fn stop_mid_download_resumes_on_the_next_start() {
     let srv = Server::start();
-    let mut host = Host::new();
-    host.small_bundled();
-    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
-    host.start();
-    host.wait_agent("1.0.0");
+    let mut host = Host::builder().updates_from(&srv).start();
     let b110 = host.stamp_small("1.1.0", None, &host.path("srv/1.1.0"));
     srv.publish(&[("1.1.0", &b110)]);
     let slow = Fault::Dribble {
@@ -279,14 +274,106 @@ fn stop_mid_download_resumes_on_the_next_start() {
     assert!(last.range.is_some_and(|r| r != "bytes=0-"), "resumed");
 }
 
-/// Every history line parses and each update's lines are in order.
-fn check_history(host: &Host, point: &str) {
+/// The steps of an update in the order the machine takes them
+/// (`journal::Step`), each with the state it implies; `done` ends an
+/// update in UPDATED or FAILED.
+const STEPS: [(&str, &[&str]); 13] = [
+    ("accepted", &["PENDING"]),
+    ("downloading", &["STAGING"]),
+    ("staged", &["STAGED"]),
+    ("reverify", &["UPDATING"]),
+    ("record-tasks", &["UPDATING"]),
+    ("stop-old", &["UPDATING"]),
+    ("health-gate", &["UPDATING"]),
+    ("rollback-stop", &["UPDATING"]),
+    ("rollback-switch", &["UPDATING"]),
+    ("rollback-restore", &["UPDATING"]),
+    ("rollback-start", &["UPDATING"]),
+    ("rollback-gate", &["UPDATING"]),
+    ("done", &["UPDATED", "FAILED"]),
+];
+
+/// The number of history lines now (every one must parse): where the run
+/// of a warden that is about to be restarted ends.
+fn history_len(host: &Host, point: &str) -> usize {
     let text = fs::read_to_string(host.path("var/lib/ecs-warden/history.jsonl")).unwrap();
     for l in text.lines() {
         serde_json::from_str::<Value>(l)
             .unwrap_or_else(|e| panic!("{point}: history line {l:?}: {e}"));
     }
-    assert!(Path::new(&host.path("var/lib/ecs-warden/state.json")).is_file());
+    text.lines().count()
+}
+
+/// Every history line parses, and each update's lines are in order:
+/// - the lines of one update are contiguous (one update at a time) and
+///   their timestamps never go back;
+/// - an update starts `accepted` (PENDING), ends `done` (UPDATED or
+///   FAILED) and has no line after that; every line's state is the one
+///   its step implies;
+/// - within the run of one warden the steps never go back (`STEPS`); only
+///   at a restart (the history length at each one in `restarts`) may
+///   recovery redo an earlier step;
+/// - `state.json` names the last line's update, state and step.
+fn check_history(host: &Host, point: &str, restarts: &[usize]) {
+    let text = fs::read_to_string(host.path("var/lib/ecs-warden/history.jsonl")).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{point}: history line {l:?}: {e}"))
+        })
+        .collect();
+    assert!(!lines.is_empty(), "{point}: an empty history");
+    let rank = |l: &Value| -> usize {
+        let step = l["step"].as_str().unwrap_or("?");
+        let (i, (_, states)) = STEPS
+            .iter()
+            .enumerate()
+            .find(|(_, (s, _))| *s == step)
+            .unwrap_or_else(|| panic!("{point}: unknown step in {l}"));
+        assert!(
+            states.contains(&l["state"].as_str().unwrap_or("?")),
+            "{point}: step {step} with the wrong state: {l}"
+        );
+        i
+    };
+    let mut ended: Vec<&str> = Vec::new();
+    for (n, l) in lines.iter().enumerate() {
+        let id = l["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{point}: no id: {l}"));
+        let r = rank(l);
+        assert!(
+            !ended.contains(&id),
+            "{point}: line {} of update {id} after it ended or another began: {l}",
+            n + 1
+        );
+        let prev = n.checked_sub(1).map(|p| &lines[p]);
+        match prev.filter(|p| p["id"] == id) {
+            None => assert_eq!(l["step"], "accepted", "{point}: update {id} begins: {l}"),
+            Some(p) => {
+                assert!(
+                    p["at"].as_str() <= l["at"].as_str(),
+                    "{point}: time goes back at line {}: {p} then {l}",
+                    n + 1
+                );
+                assert!(
+                    rank(p) <= r || restarts.contains(&n),
+                    "{point}: step goes back at line {} without a restart: {p} then {l}",
+                    n + 1
+                );
+            }
+        }
+        let next_same = lines.get(n + 1).is_some_and(|x| x["id"] == id);
+        if l["step"] == "done" || !next_same {
+            assert_eq!(l["step"], "done", "{point}: update {id} ends with {l}");
+            ended.push(id);
+        }
+    }
+    let last = lines.last().unwrap();
+    let j = host.journal().expect("state.json exists");
+    for key in ["id", "state", "step"] {
+        assert_eq!(j[key], last[key], "{point}: state.json {j:#} vs. {last}");
+    }
 }
 
 /// A restart mid-download against a server that ignores ranges: the
@@ -353,10 +440,7 @@ matrix! {
 /// A host on the small 1.0.0, updating from `srv`, whose warden dies at
 /// fail point `point`; started and answering.
 fn failpoint_host(srv: &Server, point: &str) -> Host {
-    let mut host = Host::new();
-    host.small_bundled();
-    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
-    host.start_with_env(&[("ECS_WARDEN_FAILPOINT", point)]);
-    host.wait_agent("1.0.0");
-    host
+    Host::builder()
+        .updates_from(srv)
+        .start_with_env(&[("ECS_WARDEN_FAILPOINT", point)])
 }

@@ -32,18 +32,15 @@ const FAILED: i32 = 15;
 /// A started host whose update source is `srv`, with short download
 /// limits, plus `extra` config lines.
 fn host_for(srv: &Server, extra: &[(&str, &str)]) -> Host {
-    let mut host = Host::new();
-    host.small_bundled();
-    host.write_config(&[
-        ("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json")),
-        ("ECS_WARDEN_DOWNLOAD_ATTEMPTS", "3"),
-        ("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT", "2s"),
-        ("ECS_WARDEN_DOWNLOAD_CONNECT_TIMEOUT", "2s"),
-    ]);
-    host.write_config(extra);
-    host.start();
-    host.wait_agent("1.0.0");
-    host
+    Host::builder()
+        .updates_from(srv)
+        .config(&[
+            ("ECS_WARDEN_DOWNLOAD_ATTEMPTS", "3"),
+            ("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT", "2s"),
+            ("ECS_WARDEN_DOWNLOAD_CONNECT_TIMEOUT", "2s"),
+        ])
+        .config(extra)
+        .start()
 }
 
 /// Stamp a build into the host's `srv/`.
@@ -424,8 +421,7 @@ impl Drop for Tmpfs {
 
 /// A host whose store is a tmpfs with `room` bytes beside the bundled agent.
 fn host_on_tmpfs(srv: &Server, room: u64, test: &str) -> Option<(Host, Tmpfs)> {
-    let mut host = Host::new();
-    host.small_bundled();
+    let mut host = Host::builder().updates_from(srv).build();
     let bundled = fs::metadata(host.path("var/cache/ecs/ecs-agent"))
         .unwrap()
         .len();
@@ -434,7 +430,6 @@ fn host_on_tmpfs(srv: &Server, room: u64, test: &str) -> Option<(Host, Tmpfs)> {
         bundled + room,
         test,
     )?;
-    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
     host.start();
     host.wait_agent("1.0.0");
     Some((host, mnt))
@@ -633,15 +628,21 @@ fn ser(v: &Value) -> Vec<u8> {
 
 // ----- new builds that misbehave -----------------------------------------------
 
-/// Update to a 1.1.0 stamped with `fault`; it must be rolled back.
-fn bad_build(fault: &str, extra: &[(&str, &str)], task: bool) -> (Host, Server, Value) {
+/// Update to a 1.1.0 stamped with `fault`; it must fail its health gate
+/// with a message containing `needle`, and be rolled back.
+fn bad_build(
+    fault: &str,
+    needle: &str,
+    extra: &[(&str, &str)],
+    task: bool,
+) -> (Host, Server, Value) {
     let srv = Server::start();
     let host = host_for(&srv, extra);
     let before = task.then(|| host.start_task("web"));
     let b = build(&host, "1.1.0", Some(fault));
     srv.publish(&[("1.1.0", &b)]);
     let ran = update(&host);
-    let u = assert_failed(&host, &ran, "health-gate", "");
+    let u = assert_failed(&host, &ran, "health-gate", needle);
     if let Some(t) = before {
         let arn = t["Arn"].as_str().unwrap();
         let now: Vec<Value> = host.tasks();
@@ -649,7 +650,8 @@ fn bad_build(fault: &str, extra: &[(&str, &str)], task: bool) -> (Host, Server, 
         assert_eq!(same["KnownStatus"], "RUNNING");
         assert_eq!(same["Containers"], t["Containers"], "same containers");
     }
-    // Rolled back: the history shows it, 1.1.0 is quarantined.
+    // Rolled back: the history shows it, in this order; 1.1.0 is
+    // quarantined.
     let id = u["id"].as_str().unwrap();
     let steps: Vec<String> = host
         .history()
@@ -657,13 +659,18 @@ fn bad_build(fault: &str, extra: &[(&str, &str)], task: bool) -> (Host, Server, 
         .filter(|l| l["id"] == id)
         .map(|l| l["step"].as_str().unwrap().to_string())
         .collect();
+    let mut after = 0;
     for s in [
         "stop-old",
         "health-gate",
         "rollback-switch",
         "rollback-gate",
     ] {
-        assert!(steps.iter().any(|x| x == s), "{s} in {steps:?}");
+        let at = steps[after..]
+            .iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("{s} after {:?} in {steps:?}", &steps[..after]));
+        after += at + 1;
     }
     assert!(u["quarantined"]["1.1.0"].is_object(), "{u:#}");
     (host, srv, u)
@@ -683,9 +690,10 @@ fn new_build_that_crashes_is_rolled_back() {
 
 #[test]
 fn new_build_that_never_registers_is_rolled_back() {
-    let (_host, _srv, u) = bad_build("unhealthy", &[("ECS_WARDEN_HEALTH_TIMEOUT", "2s")], false);
+    let timeout = [("ECS_WARDEN_HEALTH_TIMEOUT", "2s")];
+    let (_host, _srv, u) = bad_build("unhealthy", "ContainerInstanceArn", &timeout, false);
     let msg = u["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("ContainerInstanceArn"), "{msg}");
+    assert!(msg.contains("ContainerInstanceArn"), "exactly so: {msg}");
 }
 
 #[test]
@@ -740,9 +748,10 @@ fn new_build_that_turns_unhealthy_within_the_stable_period_is_rolled_back() {
 
 #[test]
 fn new_build_that_drops_a_task_is_rolled_back() {
-    let (_host, _srv, u) = bad_build("drop-tasks", &[("ECS_WARDEN_HEALTH_TIMEOUT", "2s")], true);
+    let timeout = [("ECS_WARDEN_HEALTH_TIMEOUT", "2s")];
+    let (_host, _srv, u) = bad_build("drop-tasks", "no longer reported", &timeout, true);
     let msg = u["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("no longer reported"), "{msg}");
+    assert!(msg.contains("no longer reported"), "exactly so: {msg}");
 }
 
 // ----- refusals -----------------------------------------------------------------

@@ -54,18 +54,27 @@ fn exe_sha(pid: i32) -> String {
     sha256_hex(&fs::read(format!("/proc/{pid}/exe")).unwrap())
 }
 
-fn task_identity(host: &Host) -> (String, Vec<i64>) {
+/// The first task the sample agent recorded: its ARN and, per container,
+/// the process and its start time, each checked to be running now (a
+/// recorded start time alone would not show a killed task).
+fn task_identity(host: &Host) -> (String, Vec<(i32, u64)>) {
     let saved: serde_json::Value =
         serde_json::from_slice(&fs::read(host.path("var/lib/ecs/data/sample-agent.json")).unwrap())
             .unwrap();
     let t = &saved["tasks"][0];
-    let starts = t["containers"]
+    let procs: Vec<(i32, u64)> = t["containers"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["start_time"].as_i64().unwrap_or(-1))
+        .map(|c| {
+            let pid = c["pid"].as_i64().expect("a process task's pid") as i32;
+            let start = c["start_time"].as_u64().expect("its start time");
+            assert_eq!(start_time(pid), Some(start), "task process {pid} runs: {c}");
+            (pid, start)
+        })
         .collect();
-    (t["arn"].as_str().unwrap().to_string(), starts)
+    assert!(!procs.is_empty(), "the task has containers: {t}");
+    (t["arn"].as_str().unwrap().to_string(), procs)
 }
 
 #[test]
@@ -146,8 +155,7 @@ fn reexec_keeps_the_agent_and_the_task() {
 
 #[test]
 fn reexec_during_a_download_resumes_it() {
-    let mut host = Host::new();
-    host.small_bundled();
+    let mut host = Host::builder().small().build();
     let build = host.stamp_small("1.1.0", None, &host.path("srv/ecs-agent-1.1.0"));
     let bytes = fs::read(&build).unwrap();
     let server = Server::start();

@@ -17,13 +17,11 @@ use serde_json::Value;
 const LIFECYCLE: [&str; 5] = ["PENDING", "STAGING", "STAGED", "UPDATING", "UPDATED"];
 
 fn host_for(srv: &Server, runtime: &str, extra: &[(&str, &str)]) -> Host {
-    let mut host = Host::with_runtime(runtime);
-    host.small_bundled();
-    host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))]);
-    host.write_config(extra);
-    host.start();
-    host.wait_agent("1.0.0");
-    host
+    Host::builder()
+        .runtime(runtime)
+        .updates_from(srv)
+        .config(extra)
+        .start()
 }
 
 fn build(host: &Host, version: &str) -> PathBuf {
@@ -315,10 +313,7 @@ fn rollback_restores_the_data_snapshot_unless_keep_data() {
 
 #[test]
 fn file_manifest_source() {
-    let mut host = Host::new();
-    host.small_bundled();
-    host.start();
-    host.wait_agent("1.0.0");
+    let host = Host::builder().small().start();
     let b = build(&host, "1.1.0");
     let src = host.file_manifest(&[("1.1.0", &b)]);
     assert!(src.starts_with("file:///"));

@@ -19,22 +19,8 @@ use ecs_warden::api::sigv4;
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 pub const AMZ_JSON: &str = "application/x-amz-json-1.1";
-pub const CLUSTER: &str = "prod";
 
 // ----- hosts ----------------------------------------------------------------
-
-/// A host with the loopback API on its own port and cluster `prod`.
-pub fn api_host() -> (Host, u16) {
-    let host = Host::new();
-    let port = free_port();
-    host.write_config(&[
-        ("ECS_WARDEN_API_PORT", &port.to_string()),
-        ("ECS_CLUSTER", CLUSTER),
-        // A download held by `SlowServer` is not a stall.
-        ("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT", "120s"),
-    ]);
-    (host, port)
-}
 
 /// Start the warden and wait until the agent registered (has an ARN and
 /// the warden's status shows it); returns the instance ARN.

@@ -61,18 +61,68 @@ pub fn docker_inspect(id: &str, format: &str) -> Option<String> {
 pub struct Host {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
+    /// The agent's introspection port.
     pub port: u16,
+    /// The loopback ECS API's port, on hosts built with `api()`.
+    pub api: Option<u16>,
     pub warden: Option<Child>,
 }
 
-impl Host {
-    /// A root with the sample agent 1.0.0 bundled and a config for tests:
-    /// its own introspection port, fast health checks, process tasks.
-    pub fn new() -> Host {
-        Host::with_runtime("process")
+/// The cluster of hosts built with `HostBuilder::api`.
+pub const CLUSTER: &str = "prod";
+
+/// How a test's host differs from the default one; `Host::builder()`.
+///
+/// 1. `build()` makes the root: `etc/ecs`, `var/cache/ecs`, `srv/`; the
+///    bundled sample agent 1.0.0 (the small, stripped one with `small()`);
+///    `etc/ecs/ecs.config` with the test defaults (own introspection port,
+///    fast health checks and backoff, the task runtime), then the
+///    builder's options, then `config` lines in order (later lines win).
+/// 2. `start()` also starts the warden and waits for agent 1.0.0 to answer.
+pub struct HostBuilder {
+    runtime: String,
+    small: bool,
+    api: bool,
+    config: Vec<(String, String)>,
+}
+
+impl HostBuilder {
+    /// The sample agent's task runtime: `process` (default) or `docker`.
+    pub fn runtime(mut self, runtime: &str) -> Self {
+        self.runtime = runtime.to_string();
+        self
     }
 
-    pub fn with_runtime(runtime: &str) -> Host {
+    /// Bundle the small (stripped) sample agent: what update tests
+    /// download, hash and install, so their builds are small too.
+    pub fn small(mut self) -> Self {
+        self.small = true;
+        self
+    }
+
+    /// Update from `srv`'s `/manifest.json`, with the small bundled agent.
+    pub fn updates_from(self, srv: &server::Server) -> Self {
+        self.small()
+            .config(&[("ECS_WARDEN_UPDATE_SOURCE", &srv.url("/manifest.json"))])
+    }
+
+    /// The loopback ECS API on its own port (`Host::api_port`), cluster
+    /// `prod`, and a download read timeout long enough that a download a
+    /// test holds (`Fault::Hold`) is not a stall.
+    pub fn api(mut self) -> Self {
+        self.api = true;
+        self
+    }
+
+    /// Config lines, after the defaults and the options.
+    pub fn config(mut self, kv: &[(&str, &str)]) -> Self {
+        self.config
+            .extend(kv.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// The root, not started.
+    pub fn build(self) -> Host {
         let dir = tempfile::Builder::new()
             .prefix("ecs-warden-test-")
             .tempdir()
@@ -86,9 +136,15 @@ impl Host {
             dir,
             root,
             port,
+            api: self.api.then(free_port),
             warden: None,
         };
-        host.stamp("1.0.0", None, &host.root.join("var/cache/ecs/ecs-agent"));
+        let bundled = host.path("var/cache/ecs/ecs-agent");
+        if self.small {
+            host.stamp_small("1.0.0", None, &bundled);
+        } else {
+            host.stamp("1.0.0", None, &bundled);
+        }
         host.write_config(&[
             (
                 "ECS_WARDEN_INTROSPECTION_URL",
@@ -100,9 +156,59 @@ impl Host {
             ("ECS_WARDEN_HEALTH_TIMEOUT", "10s"),
             ("ECS_WARDEN_HEALTH_STABLE", "300ms"),
             ("ECS_WARDEN_DOWNLOAD_RETRY_DELAY", "50ms"),
-            ("SAMPLE_AGENT_TASK_RUNTIME", runtime),
+            ("SAMPLE_AGENT_TASK_RUNTIME", &self.runtime),
         ]);
+        if let Some(api) = host.api {
+            host.write_config(&[
+                ("ECS_WARDEN_API_PORT", &api.to_string()),
+                ("ECS_CLUSTER", CLUSTER),
+                ("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT", "120s"),
+            ]);
+        }
+        let extra: Vec<(&str, &str)> = self
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        host.write_config(&extra);
         host
+    }
+
+    /// The root, its warden started and agent 1.0.0 answering.
+    pub fn start(self) -> Host {
+        self.start_with_env(&[])
+    }
+
+    /// `start`, with `env` in the warden's environment.
+    pub fn start_with_env(self, env: &[(&str, &str)]) -> Host {
+        let mut host = self.build();
+        host.start_with_env(env);
+        host.wait_agent("1.0.0");
+        host
+    }
+}
+
+impl Host {
+    /// The default host, not started: a root with the sample agent 1.0.0
+    /// bundled and a config for tests (its own introspection port, fast
+    /// health checks, process tasks).
+    pub fn new() -> Host {
+        Host::builder().build()
+    }
+
+    /// A host that differs from the default one.
+    pub fn builder() -> HostBuilder {
+        HostBuilder {
+            runtime: "process".to_string(),
+            small: false,
+            api: false,
+            config: Vec::new(),
+        }
+    }
+
+    /// The loopback ECS API's port (hosts built with `api()`).
+    pub fn api_port(&self) -> u16 {
+        self.api.expect("a host built with HostBuilder::api")
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -673,11 +779,6 @@ impl Host {
         let st = cmd.status().unwrap();
         assert!(st.success(), "stamp {version}");
         out.to_path_buf()
-    }
-
-    /// Replace the bundled 1.0.0 by a small one (before `start`).
-    pub fn small_bundled(&self) {
-        self.stamp_small("1.0.0", None, &self.path("var/cache/ecs/ecs-agent"));
     }
 
     /// Run a CLI verb; panic (with the warden's log) if it takes over 60 s.
