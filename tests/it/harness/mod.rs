@@ -2,8 +2,22 @@
 //!
 //! A `Host` is a temporary root with a config, a bundled sample agent and,
 //! once started, a real `ecs-warden start` process whose log goes to
-//! `<root>/warden.log`. Dropping a host stops everything it started: the
-//! warden, the agent, task processes and task containers.
+//! `<root>/warden.log`. `Host::new()` is the default one; `Host::builder()`
+//! makes the variants (task runtime, small bundled agent, update source,
+//! loopback API, extra config) and can start it. Dropping a host stops
+//! everything it started: the warden, the agent, task processes and task
+//! containers.
+//!
+//! The parts, each the only one of its kind in the tests:
+//! - this file: `Host`, `wait_for`, processes, ports, logs, the update
+//!   helpers (journal, history, `assert_intact`);
+//! - `server`: the loopback HTTP server that misbehaves on purpose
+//!   (routes, scripted faults, dribbling, holding, request and byte counts);
+//! - `client`: the raw HTTP client (unix socket or loopback TCP);
+//! - `tools`: the CI switch: a missing tool fails the test when `CI` is
+//!   set, else skips it loudly;
+//! - `api`: the API tests' helpers (signed ECS calls, fingerprints,
+//!   timing, the AWS CLI and boto3).
 
 #![allow(dead_code)]
 
@@ -726,7 +740,7 @@ impl Host {
     }
 }
 
-// ----- update helpers (tests/update.rs, faults.rs, crash_matrix.rs) -----
+// ----- update helpers (update, faults, crash_matrix) -----
 
 /// The sample agent without its debug info (2-3 MB instead of ~18): the
 /// builds the update tests download, hash and install. Made once per test
