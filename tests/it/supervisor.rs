@@ -115,7 +115,8 @@ fn a_cluster_mismatch_is_terminal_too() {
     // belongs to another cluster: the warden must not crash-loop it.
     let mut host = Host::new();
     started(&mut host);
-    assert!(host.cli_bounded(&["stop"]).status.success());
+    let out = host.cli_bounded(&["stop"]);
+    assert!(out.status.success(), "stop: {out:?}\nlog:\n{}", host.log());
     assert_eq!(host.wait_exit(T), 0);
     host.write_config(&[("ECS_CLUSTER", "another-cluster")]);
     host.start();
