@@ -160,15 +160,10 @@ fn reexec_during_a_download_resumes_it() {
     let bytes = fs::read(&build).unwrap();
     let server = Server::start();
     let manifest = server.publish(&[("1.1.0", &build)]);
-    // Slow enough that the re-exec lands mid-download.
-    server.script(
-        "/agents/1.1.0",
-        &[Fault::Dribble {
-            chunk: 64 * 1024,
-            pause: Duration::from_millis(50),
-        }],
-        Fault::Serve,
-    );
+    // Held until the re-exec has landed, so that it lands mid-download
+    // however slow the machine (a dribble could finish first).
+    server.hold();
+    server.script("/agents/1.1.0", &[], Fault::Hold);
     host.write_config(&[("ECS_WARDEN_UPDATE_SOURCE", &manifest)]);
     let exe = install_build(&host, "");
     start_installed(&mut host, &exe);
@@ -204,6 +199,11 @@ fn reexec_during_a_download_resumes_it() {
         "{log}"
     );
     assert_eq!(log.matches("started agent 1.0.0").count(), 1, "{log}");
+    assert!(
+        !log.contains("STAGED (staged)"),
+        "the re-exec landed mid-download: {log}"
+    );
+    server.release();
 
     let end = host.wait_status("the update to end", Duration::from_secs(60), |s| {
         matches!(s["update"]["state"].as_str(), Some("UPDATED" | "FAILED"))
