@@ -274,11 +274,11 @@ fn status(paths: &Paths, flags: &Flags) -> Result<Exit> {
 }
 
 fn stop(paths: &Paths) -> Result<Exit> {
-    // A warden whose agent stops in milliseconds may exit before its answer
-    // is written: a cut connection is an error only if the warden is still
-    // there ten seconds later.
-    let cut = match client::call(paths, "POST", "/v1/stop", None) {
-        Ok(_) => None,
+    match client::call(paths, "POST", "/v1/stop", None) {
+        Ok(_) => {}
+        // The warden can exit before its answer is written (its agent
+        // stopped at once); the lock below tells whether it is gone.
+        Err(Error::Peer { .. }) => {}
         Err(Error::NotRunning { .. }) => {
             println!(
                 "ecs-warden is not running for root {}",
@@ -286,18 +286,16 @@ fn stop(paths: &Paths) -> Result<Exit> {
             );
             return Ok(Exit::Ok);
         }
-        Err(e @ Error::Peer { .. }) => Some(e),
         Err(e) => return Err(e),
-    };
+    }
     // The warden holds its lock until its last moment; wait for it to go.
     // systemd's TimeoutStopSec bounds this from outside.
-    let limit = Duration::from_secs(if cut.is_some() { 10 } else { 600 });
     let start = Instant::now();
     while Lock::is_held(&paths.lock()) {
-        if start.elapsed() > limit {
-            return Err(cut.unwrap_or_else(|| {
-                Error::Other("the warden did not exit within 10 minutes of the stop request".into())
-            }));
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(Error::Other(
+                "the warden did not exit within 10 minutes of the stop request".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -204,3 +204,91 @@ impl std::error::Error for Error {
         }
     }
 }
+
+/// The name of an error answer (`__type` on the wire): an ECS error name,
+/// or a protocol-level one (`NotFound`, `RequestTimeout`, SigV4's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorName {
+    Ecs(EcsErrorName),
+    Protocol(&'static str),
+}
+
+impl ErrorName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorName::Ecs(n) => n.as_str(),
+            ErrorName::Protocol(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for ErrorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// An error answer of the control socket or the ECS API: HTTP status,
+/// error name, message. On the wire: `{"__type": name, "message": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub name: ErrorName,
+    pub message: String,
+}
+
+/// The wire form of an `ApiError`.
+#[derive(Debug, serde::Serialize)]
+pub struct ApiErrorBody<'a> {
+    #[serde(rename = "__type")]
+    pub name: ErrorName,
+    pub message: &'a str,
+}
+
+impl ApiError {
+    pub fn ecs(name: EcsErrorName, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: name.http_status(),
+            name: ErrorName::Ecs(name),
+            message: message.into(),
+        }
+    }
+
+    pub fn protocol(status: u16, name: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            name: ErrorName::Protocol(name),
+            message: message.into(),
+        }
+    }
+
+    /// The ECS error name, when it is one.
+    pub fn ecs_name(&self) -> Option<EcsErrorName> {
+        match self.name {
+            ErrorName::Ecs(n) => Some(n),
+            ErrorName::Protocol(_) => None,
+        }
+    }
+
+    pub fn body(&self) -> ApiErrorBody<'_> {
+        ApiErrorBody {
+            name: self.name,
+            message: &self.message,
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::Ecs { name, message } => ApiError::ecs(name, message),
+            other => ApiError::ecs(EcsErrorName::ServerException, other.to_string()),
+        }
+    }
+}

@@ -46,3 +46,23 @@ impl Exit {
         self as i32
     }
 }
+
+/// How the agent ended: its exit code (for a container, the container's),
+/// or the signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Code(c) => write!(f, "exited with code {c}"),
+            Ended::Signal(s) => match nix::sys::signal::Signal::try_from(*s) {
+                Ok(sig) => write!(f, "was killed by {sig}"),
+                Err(_) => write!(f, "was killed by signal {s}"),
+            },
+        }
+    }
+}

@@ -122,7 +122,7 @@ impl Response {
         }
     }
 
-    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+    pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> Response {
         let mut body = serde_json::to_vec(value).unwrap_or_default();
         body.push(b'\n');
         Response::new(status, "application/json", body)

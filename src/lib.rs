@@ -1,15 +1,16 @@
 //! ecs-warden: supervises the Amazon ECS container agent and moves it from
 //! one build to the next, crash-safely. See ARCHITECTURE.md for the map.
 
-pub mod agent;
 pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod document;
 pub mod durable;
 pub mod error;
+pub mod event;
 pub mod exit;
 pub mod failpoint;
 pub mod host;
@@ -17,9 +18,9 @@ pub mod http;
 pub mod introspection;
 pub mod lock;
 pub mod notify;
-pub mod orphan;
 pub mod paths;
 pub mod reexec;
+pub mod runtime;
 pub mod status;
 pub mod store;
 pub mod supervisor;

@@ -187,34 +187,39 @@ impl<'a> Store<'a> {
         durable::switch_symlink("current", &self.paths.current(), Path::new(version))
     }
 
-    /// `switch_current` for the update's downtime window: both renames, no
-    /// directory fsync; the caller runs `sync` once the new agent is up.
-    pub fn switch_current_unsynced(&self, version: &str) -> Result<()> {
-        if let Some(old) = self.link_name(&self.paths.current()) {
-            if old != version {
-                durable::switch_symlink_unsynced(
-                    "previous",
-                    &self.paths.previous(),
-                    Path::new(&old),
-                )?;
-            }
-        }
-        durable::switch_symlink_unsynced("current", &self.paths.current(), Path::new(version))
-    }
-
     /// Make the store's directory entries durable.
     pub fn sync(&self) -> Result<()> {
         durable::sync_dir(&self.paths.agents_dir)
     }
 
-    /// Point `current` at `version` without touching `previous` (rollback).
-    pub fn point_current(&self, version: &str) -> Result<()> {
-        durable::switch_symlink("current", &self.paths.current(), Path::new(version))
+    /// Point `current` at `version` (one rename). Not `durable`: the
+    /// directory is not fsynced (the caller runs `sync` later; the
+    /// update's downtime window holds no fsync).
+    pub fn point_current(&self, version: &str, durable: bool) -> Result<()> {
+        self.point("current", &self.paths.current(), version, durable)
     }
 
     /// Point `previous` at `version`.
-    pub fn point_previous(&self, version: &str) -> Result<()> {
-        durable::switch_symlink("previous", &self.paths.previous(), Path::new(version))
+    pub fn point_previous(&self, version: &str, durable: bool) -> Result<()> {
+        self.point("previous", &self.paths.previous(), version, durable)
+    }
+
+    fn point(&self, what: &str, link: &Path, version: &str, sync: bool) -> Result<()> {
+        if sync {
+            durable::switch_symlink(what, link, Path::new(version))
+        } else {
+            durable::switch_symlink_unsynced(what, link, Path::new(version))
+        }
+    }
+
+    /// Remove `previous` (there is no build before `current`).
+    pub fn remove_previous(&self) -> Result<()> {
+        let link = self.paths.previous();
+        match fs::remove_file(&link) {
+            Ok(()) => durable::sync_dir(&self.paths.agents_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &link)(e)),
+        }
     }
 
     /// First start: install the bundled agent (`var/cache/ecs/ecs-agent`)
@@ -232,7 +237,7 @@ impl<'a> Store<'a> {
             });
         }
         let build = self.install_bundled()?;
-        self.point_current(build.version())?;
+        self.point_current(build.version(), true)?;
         log::info!(
             "installed the bundled agent {} as the current build",
             build.version()

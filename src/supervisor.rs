@@ -1,12 +1,12 @@
 //! The supervisor: the main loop and the one owner of mutable state.
 //!
-//! Threads that listen (signals, the control socket, the agent's output)
-//! send `Event`s here and, where they need an answer, wait for it on a
-//! reply channel. The loop blocks on its channel with a timeout equal to the
-//! next deadline (a restart after backoff, a SIGKILL after the stop
-//! timeout, a backoff reset, a watchdog ping); when the agent is healthy
-//! and nothing is pending there is no deadline and it sleeps until an event
-//! arrives.
+//! Threads that listen (signals, the control socket, the runtime's
+//! watchers, update workers) send `Event`s here and, where they need an
+//! answer, wait for it on a reply channel. The loop blocks on its channel
+//! with a timeout equal to the next deadline (a restart after backoff, the
+//! runtime's stop escalation, a backoff reset, a watchdog ping, a re-exec,
+//! a journal retry); when the agent is healthy and nothing is pending
+//! there is no deadline and it sleeps until an event arrives.
 //!
 //! The ecs-init exit-code contract, applied when the agent exits:
 //! - 0: the warden stops and exits 0;
@@ -15,67 +15,38 @@
 //! - 2: log the agent's last output lines, then restart with backoff;
 //! - anything else, or death by a signal: restart with backoff.
 //!
-//! Stopping: SIGTERM to the agent's PID only, SIGKILL to that PID after the
-//! stop timeout, then exit 0. A process group is never signalled.
+//! Updates are the update machine's (`update::machine`): the supervisor
+//! feeds it events and executes the effects it returns (`drive`).
 
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
-use serde_json::{json, Value};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 
-use crate::agent;
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::control::{self, Action, Observation, Reply};
-use crate::error::{Error, Result};
-use crate::exit::Exit;
+use crate::control;
+use crate::document::{self, BuildInfo, Observed, Snapshot, Supervision, Warden};
+use crate::error::{ApiError, Error, Result};
+use crate::event::{self, Action, AgentEvent, Answer, Event, Observation, Reply};
+use crate::exit::{Ended, Exit};
 use crate::failpoint;
 use crate::host;
 use crate::lock::Lock;
 use crate::notify::Notifier;
-use crate::orphan;
 use crate::paths::Paths;
 use crate::reexec;
+use crate::runtime::{self, Runtime};
 use crate::store::Store;
 use crate::sys;
-use crate::update::machine::{UpdateEvent, Updater};
-
-/// Everything the main loop reacts to.
-pub enum Event {
-    /// A signal delivered to the warden.
-    Signal(i32),
-    /// A control request and where to send the answer.
-    Control(Action, Sender<Reply>),
-    /// The agent's output pipe closed; its last lines.
-    OutputClosed { pid: i32, tail: Vec<String> },
-    /// A report from an update worker thread.
-    Update(UpdateEvent),
-}
-
-/// How the agent ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    Code(i32),
-    Signal(i32),
-}
-
-impl std::fmt::Display for Ended {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Ended::Code(c) => write!(f, "exited with code {c}"),
-            Ended::Signal(s) => match Signal::try_from(*s) {
-                Ok(sig) => write!(f, "was killed by {sig}"),
-                Err(_) => write!(f, "was killed by signal {s}"),
-            },
-        }
-    }
-}
+use crate::update::housekeeping;
+use crate::update::journal::Journal;
+use crate::update::machine::{Built, Effect, Input, Link, Machine, Report, World};
+use crate::update::quarantine::Quarantine;
+use crate::update::worker;
 
 #[derive(Debug, Clone)]
 struct LastExit {
@@ -86,70 +57,74 @@ struct LastExit {
 
 /// Why the agent is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopFor {
+enum StopFor {
     /// The warden is stopping.
     Shutdown,
-    /// An update replaces it.
-    Update,
-    /// A rollback replaces it.
-    Rollback,
+    /// The update machine asked.
+    Machine,
 }
 
-pub enum AgentState {
+enum AgentState {
     Running {
-        pid: i32,
+        run: u64,
         since: Instant,
         version: String,
+        /// How log lines name it (`pid 123`, `container 0123abcd`).
+        what: String,
     },
     Stopping {
-        pid: i32,
+        run: u64,
         since: Instant,
         version: String,
-        /// When SIGKILL follows; `None` once sent.
-        kill_at: Option<Instant>,
+        what: String,
         purpose: StopFor,
     },
     /// Waiting out the backoff before the next start.
     Waiting { until: Instant },
-    /// Not running and not coming back (the warden is exiting).
+    /// Not running, and no start is due.
     Down,
 }
 
 pub struct Supervisor {
-    pub(crate) paths: Paths,
-    pub(crate) cfg: Config,
+    paths: Paths,
+    cfg: Config,
     notifier: Notifier,
-    pub(crate) tx: Sender<Event>,
-    pub(crate) agent: AgentState,
-    pub(crate) update: Updater,
+    tx: Sender<Event>,
+    runtime: Runtime,
+    agent: AgentState,
+    /// The last start's number (see `runtime`).
+    runs: u64,
+    machine: Machine,
+    journal: Journal,
     backoff: Backoff,
     restarts: u64,
     last_exit: Option<LastExit>,
     started_at: SystemTime,
     /// A stop was requested: do not restart the agent.
-    pub(crate) shutting_down: bool,
+    shutting_down: bool,
     /// Set when the loop should end, with the warden's exit code.
-    pub(crate) exit: Option<Exit>,
-    /// The last output lines of an agent whose pipe closed.
-    tail: Option<(i32, Vec<String>)>,
-    /// An agent that exited 2 whose last lines are still to be logged.
-    want_tail: Option<i32>,
+    exit: Option<Exit>,
+    /// The last output lines of a run whose output ended.
+    tail: Option<(u64, Vec<String>)>,
+    /// A run that exited 2 whose last lines are still to be logged, and
+    /// how to name it.
+    want_tail: Option<(u64, String)>,
     watchdog_at: Option<Instant>,
     /// The agent's identity and the engine version, as last seen.
-    observed: Observation,
-    /// The binary `reexec` runs, the lock's descriptor, the agent's output
-    /// pipe (pid, read end) while it is open, and re-execs so far.
+    observed: Observed,
+    task_counts: (usize, usize),
+    /// The binary `reexec` runs, the lock's descriptor, re-execs so far.
     exe: PathBuf,
     lock_fd: RawFd,
-    agent_output: Option<(i32, RawFd)>,
     execs: u64,
-    /// A re-exec is due once no update is UPDATING; `reexec_at` gives the
+    /// A re-exec is due once no update is switching; `reexec_at` gives the
     /// answer to the requester a moment to leave before the image goes.
     reexec_pending: bool,
     reexec_at: Option<Instant>,
+    /// When the update machine wants its journal write retried.
+    journal_retry_at: Option<Instant>,
 }
 
-/// Run the warden for this root until it is stopped or the agent ends it.
 /// How this warden process came to be.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -159,6 +134,7 @@ pub struct Launch {
     pub handoff: Option<PathBuf>,
 }
 
+/// Run the warden for this root until it is stopped or the agent ends it.
 pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> Result<Exit> {
     host::prepare_layout(paths)?;
     let handoff = match &launch.handoff {
@@ -169,17 +145,15 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
         Some(h) => Lock::adopt(h.lock_fd, &paths.lock())?,
         None => Lock::acquire(&paths.lock())?,
     };
-    if handoff.is_none() {
-        orphan::stop_orphan(&paths.agent_record(), cfg.stop_timeout);
-    }
     Store::new(paths).ensure_current()?;
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx.clone())?;
     let mut sup = Supervisor::new(paths.clone(), cfg.clone(), notifier, tx.clone())?;
     sup.exe = launch.exe;
     sup.lock_fd = lock.raw_fd();
-    if let Some(h) = handoff {
-        sup.adopt(h);
+    match handoff {
+        Some(h) => sup.adopt(h),
+        None => sup.runtime.clear_leftovers(),
     }
     let creds = crate::api::credentials::load_or_create(&paths.credentials())?;
     control::server::spawn(&paths.control_socket(), tx.clone(), cfg)?;
@@ -187,10 +161,12 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
         control::server::spawn_tcp(port, tx.clone(), cfg, creds)?;
     }
     spawn_docker_probe(tx);
-    // Resume or undo an update a previous warden left in flight; it starts
-    // the agent itself when the update is past stopping the old one.
-    if sup.recover() && matches!(sup.agent, AgentState::Down) {
-        sup.start_agent();
+    // Resume or undo an update a previous warden left in flight; the
+    // machine starts the agent itself when the update needs it down.
+    let in_flight = sup.machine.in_flight();
+    sup.drive(Input::Recovered);
+    if !in_flight && matches!(sup.agent, AgentState::Down) {
+        let _ = sup.start_agent();
     }
     sup.notifier.ready("supervising the ECS agent");
     let code = sup.run_loop(rx);
@@ -213,12 +189,11 @@ fn spawn_docker_probe(tx: Sender<Event>) {
             if let Some(o) = out.ok().filter(|o| o.status.success()) {
                 let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
                 if !v.is_empty() {
-                    let (rtx, _) = mpsc::channel();
                     let obs = Observation {
                         docker_version: Some(format!("DockerVersion: {v}")),
                         ..Observation::default()
                     };
-                    let _ = tx.send(Event::Control(Action::Observe(obs), rtx));
+                    event::tell(&tx, Action::Observe(obs));
                 }
             }
         });
@@ -240,6 +215,67 @@ fn spawn_signal_thread(tx: Sender<Event>) -> Result<()> {
     Ok(())
 }
 
+/// The host as the update machine may see it: the store and the agent's
+/// state, read-only.
+struct View<'a> {
+    paths: &'a Paths,
+    agent: &'a AgentState,
+    stopping: bool,
+}
+
+fn built(paths: &Paths, b: crate::store::Build) -> Built {
+    Built {
+        url: format!("file://{}", b.executable().display()),
+        dir: paths.display_rel(&b.dir),
+        version: b.artifact.version,
+        git_hash: b.artifact.git_hash,
+        sha256: b.artifact.sha256,
+        size: b.artifact.size,
+    }
+}
+
+impl World for View<'_> {
+    fn current(&self) -> Option<Built> {
+        Store::new(self.paths)
+            .current()
+            .map(|b| built(self.paths, b))
+    }
+    fn previous(&self) -> Option<Built> {
+        Store::new(self.paths)
+            .previous()
+            .map(|b| built(self.paths, b))
+    }
+    fn current_is(&self, version: &str) -> bool {
+        Store::new(self.paths)
+            .link_name(&self.paths.current())
+            .as_deref()
+            == Some(version)
+    }
+    fn build(&self, version: &str) -> Option<Built> {
+        Store::new(self.paths)
+            .build(version)
+            .map(|b| built(self.paths, b))
+    }
+    fn has_snapshot(&self, version: &str) -> bool {
+        worker::snapshot_path(self.paths, version).is_dir()
+    }
+    fn agent_running(&self) -> bool {
+        matches!(self.agent, AgentState::Running { .. })
+    }
+    fn agent_down(&self) -> bool {
+        matches!(self.agent, AgentState::Down)
+    }
+    fn stopping(&self) -> bool {
+        self.stopping
+    }
+    fn desired_image(&self) -> bool {
+        self.paths.desired_image().exists()
+    }
+    fn desired_image_path(&self) -> String {
+        self.paths.display_rel(&self.paths.desired_image())
+    }
+}
+
 impl Supervisor {
     pub fn new(
         paths: Paths,
@@ -248,14 +284,23 @@ impl Supervisor {
         tx: Sender<Event>,
     ) -> Result<Supervisor> {
         let watchdog_at = notifier.watchdog_interval.map(|i| Instant::now() + i);
+        let journal = Journal::new(&paths);
+        let machine = Machine::new(
+            journal.load()?,
+            Quarantine::load(&paths),
+            journal.history(crate::update::machine::HISTORY_LINES),
+        );
         Ok(Supervisor {
-            update: Updater::load(&paths)?,
+            runtime: Runtime::new(&paths, &cfg, tx.clone()),
+            machine,
+            journal,
             backoff: Backoff::new(cfg.backoff),
             paths,
             cfg,
             notifier,
             tx,
             agent: AgentState::Down,
+            runs: 0,
             restarts: 0,
             last_exit: None,
             started_at: SystemTime::now(),
@@ -264,15 +309,168 @@ impl Supervisor {
             tail: None,
             want_tail: None,
             watchdog_at,
-            observed: Observation::default(),
+            observed: Observed::default(),
+            task_counts: (0, 0),
             exe: PathBuf::new(),
             lock_fd: -1,
-            agent_output: None,
             execs: 0,
             reexec_pending: false,
             reexec_at: None,
+            journal_retry_at: None,
         })
     }
+
+    // ----- the update machine ---------------------------------------------
+
+    /// Feed `input` to the update machine and execute what it returns,
+    /// feeding each outcome back, until nothing follows. Returns the answer
+    /// for the request being handled, if the machine gave one.
+    fn drive(&mut self, input: Input) -> Option<Reply> {
+        let mut queue = VecDeque::from([input]);
+        let mut answer = None;
+        while let Some(input) = queue.pop_front() {
+            let view = View {
+                paths: &self.paths,
+                agent: &self.agent,
+                stopping: self.shutting_down,
+            };
+            let effects = self.machine.handle(input, &view);
+            for effect in effects {
+                match self.execute(effect, &mut answer) {
+                    Outcome::Nothing => {}
+                    Outcome::Next(i) => queue.push_back(i),
+                    Outcome::Failed(i) => {
+                        queue.push_back(i);
+                        break;
+                    }
+                }
+            }
+        }
+        answer.map(
+            |a: std::result::Result<(), crate::update::status::Refusal>| match a {
+                Ok(()) => Ok(Answer::Update(Box::new(self.machine.status()))),
+                Err(r) => Err(ApiError::ecs(r.name, r.message)),
+            },
+        )
+    }
+
+    fn execute(
+        &mut self,
+        effect: Effect,
+        answer: &mut Option<std::result::Result<(), crate::update::status::Refusal>>,
+    ) -> Outcome {
+        let store = Store::new(&self.paths);
+        match effect {
+            Effect::Record(rec) => match self.journal.write(&rec) {
+                Ok(()) => return Outcome::Next(Input::Recorded),
+                Err(e) => {
+                    log::error!("update journal: {e}");
+                    return Outcome::Failed(Input::NotRecorded(e.to_string()));
+                }
+            },
+            Effect::Work(work) => self.spawn_worker(work),
+            Effect::StopAgent => {
+                if !self.stop_agent(StopFor::Machine) {
+                    return Outcome::Next(Input::AgentStopped);
+                }
+            }
+            Effect::StartAgent => {
+                return Outcome::Next(match self.start_agent() {
+                    Ok(()) => Input::AgentStarted,
+                    Err(e) => Input::AgentStartFailed(e),
+                })
+            }
+            Effect::EnsureAgent => {
+                if matches!(self.agent, AgentState::Down) {
+                    let _ = self.start_agent();
+                }
+            }
+            Effect::Switch {
+                current,
+                previous,
+                durable,
+            } => {
+                let result = (|| {
+                    match &previous {
+                        Link::Keep => {}
+                        Link::Set(p) => store.point_previous(p, durable)?,
+                        Link::Remove => store.remove_previous()?,
+                    }
+                    store.point_current(&current, durable)
+                })();
+                return match result {
+                    Ok(()) => Outcome::Next(Input::Switched),
+                    Err(e) => {
+                        log::error!("switch to {current}: {e}");
+                        Outcome::Failed(Input::SwitchFailed(e.to_string()))
+                    }
+                };
+            }
+            Effect::SyncStore => {
+                if let Err(e) = store.sync() {
+                    log::error!("{e}");
+                }
+            }
+            Effect::RemoveBuild(v) => {
+                let dir = self.paths.build_dir(&v);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    log::warn!("remove {}: {e}", dir.display());
+                }
+            }
+            Effect::RemovePartial(key) => {
+                let _ = std::fs::remove_file(self.paths.partial(&key));
+            }
+            Effect::SaveQuarantine(q) => {
+                if let Err(e) = q.save(&self.paths) {
+                    log::warn!("{e}");
+                }
+            }
+            Effect::Housekeeping => housekeeping::run(&self.paths),
+            Effect::ConsumeDesiredImage => housekeeping::consume_desired_image(&self.paths),
+            Effect::RetryJournalIn(d) => self.journal_retry_at = Some(Instant::now() + d),
+            Effect::RestartLater => {
+                if matches!(self.agent, AgentState::Down) && !self.shutting_down {
+                    self.schedule_restart();
+                }
+            }
+            Effect::Failpoint(name) => failpoint::hit(name),
+            Effect::Answer => *answer = Some(Ok(())),
+            Effect::Refuse(r) => *answer = Some(Err(r)),
+        }
+        Outcome::Nothing
+    }
+
+    fn spawn_worker(&self, work: crate::update::machine::Work) {
+        let name = worker::name(&work);
+        let id = worker::id(&work);
+        let ctx = worker::Ctx {
+            paths: self.paths.clone(),
+            cfg: self.cfg.clone(),
+        };
+        let tx = self.tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("update-{name}"))
+            .spawn(move || {
+                let progress_tx = tx.clone();
+                let progress = move |r: Report| {
+                    let _ = progress_tx.send(Event::Update(r));
+                };
+                let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    worker::run(work, &ctx, &progress)
+                }))
+                .unwrap_or_else(|p| Report::Panicked {
+                    id,
+                    work: name,
+                    message: panic_message(&p),
+                });
+                let _ = tx.send(Event::Update(report));
+            });
+        if let Err(e) = spawned {
+            log::error!("start update worker {name}: {e}");
+        }
+    }
+
+    // ----- re-exec --------------------------------------------------------
 
     /// Take over what the previous program image handed over.
     fn adopt(&mut self, h: reexec::Handoff) {
@@ -301,16 +499,15 @@ impl Supervisor {
                 a.version,
                 a.pid
             );
+            self.runs += 1;
+            let run = self.runs;
+            self.runtime.adopt(run, &a);
             self.agent = AgentState::Running {
-                pid: a.pid,
+                run,
                 since,
                 version: a.version,
+                what: format!("pid {}", a.pid),
             };
-            if let Some(fd) = a.output_fd {
-                if agent::adopt_output(a.pid, fd, self.tx.clone()) {
-                    self.agent_output = Some((a.pid, fd));
-                }
-            }
             // It may have exited while the image was replaced.
             self.reap();
         } else if let Some(ms) = h.waiting_ms {
@@ -321,32 +518,22 @@ impl Supervisor {
     }
 
     /// Replace this process's image with the installed binary (see
-    /// `reexec`), keeping the agent. Deferred while an update is UPDATING.
+    /// `reexec`), keeping the agent. Deferred while an update is switching.
     fn reexec_now(&mut self) {
         self.reexec_at = None;
         if self.shutting_down {
             return;
         }
-        if self.update_busy() || matches!(self.agent, AgentState::Stopping { .. }) {
+        if self.machine.switching() || matches!(self.agent, AgentState::Stopping { .. }) {
             self.reexec_pending = true;
             return;
         }
         self.reexec_pending = false;
         let now = Instant::now();
         let agent = match &self.agent {
-            AgentState::Running {
-                pid,
-                since,
-                version,
-            } => Some(reexec::AgentHandoff {
-                pid: *pid,
-                version: version.clone(),
-                uptime_ms: (now - *since).as_millis() as u64,
-                output_fd: self
-                    .agent_output
-                    .filter(|(p, _)| p == pid)
-                    .map(|(_, fd)| fd),
-            }),
+            AgentState::Running { since, .. } => {
+                self.runtime.handoff((now - *since).as_millis() as u64)
+            }
             _ => None,
         };
         let handoff = reexec::Handoff {
@@ -398,6 +585,8 @@ impl Supervisor {
         let _ = std::fs::remove_file(path);
     }
 
+    // ----- the loop -------------------------------------------------------
+
     fn run_loop(&mut self, rx: Receiver<Event>) -> Exit {
         loop {
             if let Some(code) = self.exit {
@@ -421,19 +610,24 @@ impl Supervisor {
             AgentState::Running { since, .. } if self.backoff.failures() > 0 => {
                 Some(*since + self.backoff.stable_after())
             }
-            AgentState::Stopping { kill_at, .. } => *kill_at,
+            AgentState::Stopping { .. } => self.runtime.deadline(),
             AgentState::Waiting { until } => Some(*until),
             _ => None,
         };
-        [agent, self.watchdog_at, self.reexec_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            agent,
+            self.watchdog_at,
+            self.reexec_at,
+            self.journal_retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_deadlines(&mut self, now: Instant) {
         if self.reexec_at.is_some_and(|at| at <= now)
-            || (self.reexec_pending && self.reexec_at.is_none() && !self.update_busy())
+            || (self.reexec_pending && self.reexec_at.is_none() && !self.machine.switching())
         {
             self.reexec_now();
         }
@@ -443,7 +637,11 @@ impl Supervisor {
                 self.watchdog_at = self.notifier.watchdog_interval.map(|i| now + i);
             }
         }
-        match &mut self.agent {
+        if self.journal_retry_at.is_some_and(|at| at <= now) {
+            self.journal_retry_at = None;
+            self.drive(Input::RetryJournal);
+        }
+        match &self.agent {
             AgentState::Running { since, .. }
                 if self.backoff.failures() > 0 && *since + self.backoff.stable_after() <= now =>
             {
@@ -453,17 +651,10 @@ impl Supervisor {
                 );
                 self.backoff.reset();
             }
-            AgentState::Stopping { pid, kill_at, .. } if kill_at.is_some_and(|k| k <= now) => {
-                log::warn!(
-                    "agent (pid {pid}) did not exit within {}; sending SIGKILL to pid {pid}",
-                    humantime::format_duration(self.cfg.stop_timeout)
-                );
-                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-                *kill_at = None;
-            }
+            AgentState::Stopping { .. } => self.runtime.on_deadline(now),
             AgentState::Waiting { until } if *until <= now => {
                 self.restarts += 1;
-                self.start_agent();
+                let _ = self.start_agent();
             }
             _ => {}
         }
@@ -488,54 +679,75 @@ impl Supervisor {
                 let answer = self.answer(action);
                 let _ = reply.send(answer);
             }
-            Event::Update(ev) => self.on_update_event(ev),
-            Event::OutputClosed { pid, tail } => {
-                if self.agent_output.is_some_and(|(p, _)| p == pid) {
-                    self.agent_output = None;
+            Event::Update(report) => {
+                if !self.shutting_down {
+                    self.drive(Input::Report(report));
                 }
-                if self.want_tail == Some(pid) {
-                    self.want_tail = None;
-                    log_tail(pid, &tail);
+            }
+            Event::Agent(AgentEvent::Exited { run, ended }) => self.on_agent_exit(run, ended),
+            Event::Agent(AgentEvent::OutputClosed { run, tail }) => {
+                self.runtime.output_closed(run);
+                if let Some((_, what)) = self.want_tail.take_if(|(r, _)| *r == run) {
+                    log_tail(&what, &tail);
                 } else {
-                    self.tail = Some((pid, tail));
+                    self.tail = Some((run, tail));
                 }
             }
         }
     }
 
     fn answer(&mut self, action: Action) -> Reply {
+        let machine = |sup: &mut Supervisor, input: Input| {
+            sup.drive(input).unwrap_or_else(|| {
+                Err(ApiError::ecs(
+                    crate::error::EcsErrorName::ServerException,
+                    "the update machine gave no answer",
+                ))
+            })
+        };
         match action {
-            Action::Status => Ok(self.snapshot()),
+            Action::Status => Ok(Answer::Snapshot(Box::new(self.snapshot()))),
             Action::Stop => {
                 log::info!("stop requested over the control socket");
                 self.request_stop();
-                Ok(json!({"stopping": true}))
+                Ok(Answer::Stopping { stopping: true })
             }
-            Action::Update(req) => self.begin_update(req),
-            Action::Rollback { keep_data } => self.begin_operator_rollback(keep_data),
-            Action::Refuse(err) => {
-                self.note_refusal(&err);
-                Err(err)
-            }
+            Action::Update(req) => machine(self, Input::Update(req)),
+            Action::Rollback { keep_data } => machine(self, Input::Rollback { keep_data }),
             Action::AgentStage {
                 location,
                 signature,
                 version,
-            } => self.begin_agent_stage(location, signature, version),
-            Action::AgentPerform { signature } => self.agent_perform(signature),
+            } => machine(
+                self,
+                Input::AgentStage {
+                    location,
+                    signature,
+                    version,
+                },
+            ),
+            Action::AgentPerform { signature } => machine(self, Input::AgentPerform { signature }),
+            Action::Refuse(err) => {
+                self.machine.note_refusal(&err);
+                Err(err)
+            }
             Action::Reexec => {
-                let deferred = self.update_busy();
+                let deferred = self.machine.switching();
                 log::info!(
                     "re-exec requested{}",
                     if deferred {
-                        "; waiting for the update to leave UPDATING"
+                        "; waiting for the update to finish switching"
                     } else {
                         ""
                     }
                 );
                 // Give the answer a moment to reach the caller first.
                 self.reexec_at = Some(Instant::now() + Duration::from_millis(50));
-                Ok(json!({"reexec": true, "deferred": deferred, "execs": self.execs}))
+                Ok(Answer::Reexec {
+                    reexec: true,
+                    deferred,
+                    execs: self.execs,
+                })
             }
             Action::Observe(o) => {
                 let cache = &mut self.observed;
@@ -548,51 +760,57 @@ impl Supervisor {
                 if o.docker_version.is_some() {
                     cache.docker_version = o.docker_version;
                 }
-                Ok(Value::Null)
+                if let Some(c) = o.task_counts {
+                    self.task_counts = c;
+                }
+                Ok(Answer::Nothing)
             }
         }
     }
 
+    // ----- the agent's lifecycle ------------------------------------------
+
     /// Start the current build; on failure, schedule a retry.
-    pub(crate) fn start_agent(&mut self) {
+    fn start_agent(&mut self) -> std::result::Result<(), String> {
         if self.shutting_down {
             self.agent = AgentState::Down;
-            return;
+            return Err("the warden is stopping".into());
         }
         let store = Store::new(&self.paths);
         let Some(build) = store.current() else {
-            log::error!(
-                "no complete agent build at {}; retrying",
-                self.paths.current().display()
+            let e = format!(
+                "no complete agent build at {}",
+                self.paths.display_rel(&self.paths.current())
             );
-            return self.schedule_restart();
+            log::error!("{e}; retrying");
+            self.schedule_restart();
+            return Err(e);
         };
-        match agent::spawn(&self.paths, &self.cfg, &build, self.tx.clone()) {
+        let env = runtime::agent_environment(&self.paths, &self.cfg);
+        self.runs += 1;
+        let run = self.runs;
+        match self.runtime.start(run, &build, &env) {
             Ok(started) => {
-                log::info!("started agent {} (pid {})", build.version(), started.pid);
-                // So a next warden can stop this agent if we die first.
-                if let Err(e) =
-                    orphan::record(&self.paths.agent_record(), started.pid, build.version())
-                {
-                    log::warn!("{e}");
-                }
+                log::info!("started agent {} ({})", build.version(), started.what);
                 self.notifier
                     .status(&format!("agent {} running", build.version()));
                 self.agent = AgentState::Running {
-                    pid: started.pid,
+                    run,
                     since: Instant::now(),
                     version: build.version().to_string(),
+                    what: started.what,
                 };
-                self.agent_output = Some((started.pid, started.output_fd));
+                Ok(())
             }
             Err(e) => {
                 log::error!("{e}");
                 self.schedule_restart();
+                Err(e.to_string())
             }
         }
     }
 
-    pub(crate) fn schedule_restart(&mut self) {
+    fn schedule_restart(&mut self) {
         let delay = self.backoff.next_delay();
         log::info!(
             "restarting the agent in {} (failure {} in a row)",
@@ -604,42 +822,28 @@ impl Supervisor {
         };
     }
 
-    fn agent_pid(&self) -> Option<i32> {
-        match &self.agent {
-            AgentState::Running { pid, .. } | AgentState::Stopping { pid, .. } => Some(*pid),
-            _ => None,
+    /// SIGCHLD: collect the agent if it has exited.
+    fn reap(&mut self) {
+        if let Some((run, ended)) = self.runtime.reap() {
+            self.on_agent_exit(run, ended);
         }
     }
 
-    /// Collect the agent if it has exited. Only the agent's PID is waited
-    /// for, so helpers spawned elsewhere keep their own exit statuses.
-    fn reap(&mut self) {
-        let Some(pid) = self.agent_pid() else { return };
-        let ended = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => Ended::Code(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => Ended::Signal(sig as i32),
-            Ok(_) => return,
-            Err(nix::errno::Errno::ECHILD) => {
-                log::error!("agent pid {pid} is not our child any more; treating it as gone");
-                Ended::Signal(Signal::SIGKILL as i32)
-            }
-            Err(e) => {
-                log::error!("waitpid({pid}): {e}");
-                return;
-            }
-        };
-        self.on_agent_exit(pid, ended);
-    }
-
-    fn on_agent_exit(&mut self, pid: i32, ended: Ended) {
-        let (since, version, purpose) = match &self.agent {
-            AgentState::Running { since, version, .. } => (*since, version.clone(), None),
-            AgentState::Stopping {
+    fn on_agent_exit(&mut self, run: u64, ended: Ended) {
+        let (since, version, what, purpose) = match &self.agent {
+            AgentState::Running {
+                run: r,
                 since,
                 version,
+                what,
+            } if *r == run => (*since, version.clone(), what.clone(), None),
+            AgentState::Stopping {
+                run: r,
+                since,
+                version,
+                what,
                 purpose,
-                ..
-            } => (*since, version.clone(), Some(*purpose)),
+            } if *r == run => (*since, version.clone(), what.clone(), Some(*purpose)),
             _ => return,
         };
         let ran_for = since.elapsed();
@@ -649,22 +853,27 @@ impl Supervisor {
             ran_for,
         });
         self.agent = AgentState::Down;
-        orphan::clear(&self.paths.agent_record());
         if ended == Ended::Code(2) {
             match self.tail.take() {
-                Some((p, tail)) if p == pid => log_tail(pid, &tail),
-                _ => self.want_tail = Some(pid),
+                Some((r, tail)) if r == run => log_tail(&what, &tail),
+                _ => self.want_tail = Some((run, what.clone())),
             }
         }
         match purpose {
             Some(StopFor::Shutdown) => {
-                log::info!("agent {version} (pid {pid}) {ended}; stopped");
+                log::info!("agent {version} ({what}) {ended}; stopped");
                 self.exit = Some(Exit::Ok);
                 return;
             }
-            Some(p) => {
-                log::info!("agent {version} (pid {pid}) {ended}; stopped for the update");
-                return self.on_agent_stopped_for(p);
+            Some(StopFor::Machine) if self.shutting_down => {
+                // Leave the journal where it is; the next start resumes.
+                self.exit = Some(Exit::Ok);
+                return;
+            }
+            Some(StopFor::Machine) => {
+                log::info!("agent {version} ({what}) {ended}; stopped for the update");
+                self.drive(Input::AgentStopped);
+                return;
             }
             None => {}
         }
@@ -672,66 +881,65 @@ impl Supervisor {
             self.exit = Some(Exit::Ok);
             return;
         }
-        let ran = humantime::format_duration(Duration::from_millis(ran_for.as_millis() as u64));
-        // An exit while the update machine is watching the agent (the
-        // health gate) is the machine's to handle.
-        if self.on_agent_exit_during_update(&version, ended) {
+        // An exit while the update machine watches the new build is the
+        // machine's to handle.
+        if self.machine.takes_agent_exit() {
+            self.drive(Input::AgentExited(ended));
             return;
         }
+        let ran = humantime::format_duration(Duration::from_millis(ran_for.as_millis() as u64));
         match ended {
             Ended::Code(0) => {
-                log::info!("agent {version} (pid {pid}) exited with code 0 after {ran}; stopping");
+                log::info!("agent {version} ({what}) exited with code 0 after {ran}; stopping");
                 self.exit = Some(Exit::Ok);
             }
             Ended::Code(5) => {
                 log::error!(
-                    "agent {version} (pid {pid}) exited with code 5 (terminal) after {ran}; not restarting it"
+                    "agent {version} ({what}) exited with code 5 (terminal) after {ran}; not restarting it"
                 );
                 self.exit = Some(Exit::AgentTerminal);
             }
             Ended::Code(42) => {
-                log::info!("agent {version} (pid {pid}) exited with code 42: update requested");
+                log::info!("agent {version} ({what}) exited with code 42: update requested");
                 self.restarts += 1;
-                self.on_exit_42();
+                self.drive(Input::Exit42);
             }
             Ended::Code(2) => {
-                log::error!("agent {version} (pid {pid}) exited with code 2 after {ran}");
+                log::error!("agent {version} ({what}) exited with code 2 after {ran}");
                 self.schedule_restart();
             }
             other => {
-                log::warn!("agent {version} (pid {pid}) {other} after {ran}");
+                log::warn!("agent {version} ({what}) {other} after {ran}");
                 self.schedule_restart();
             }
         }
     }
 
-    /// Stop the agent for `purpose`: SIGTERM to its PID, SIGKILL after the
-    /// stop timeout. Returns false when no agent runs (nothing to wait for).
-    pub(crate) fn stop_agent(&mut self, purpose: StopFor) -> bool {
-        match &self.agent {
+    /// Stop the agent for `purpose`. Returns false when no agent runs
+    /// (nothing to wait for).
+    fn stop_agent(&mut self, purpose: StopFor) -> bool {
+        match &mut self.agent {
             AgentState::Running {
-                pid,
+                run,
                 since,
                 version,
+                what,
             } => {
-                let (pid, since, version) = (*pid, *since, version.clone());
-                log::info!("sending SIGTERM to agent {version} (pid {pid})");
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                let (run, since, version, what) = (*run, *since, version.clone(), what.clone());
+                self.runtime.stop();
                 self.agent = AgentState::Stopping {
-                    pid,
+                    run,
                     since,
                     version,
-                    kill_at: Some(Instant::now() + self.cfg.stop_timeout),
+                    what,
                     purpose,
                 };
                 true
             }
-            AgentState::Stopping { .. } => {
+            AgentState::Stopping { purpose: p, .. } => {
                 // Already stopping: a shutdown takes over any other purpose.
-                if let AgentState::Stopping { purpose: p, .. } = &mut self.agent {
-                    if purpose == StopFor::Shutdown {
-                        *p = StopFor::Shutdown;
-                    }
+                if purpose == StopFor::Shutdown {
+                    *p = StopFor::Shutdown;
                 }
                 true
             }
@@ -742,17 +950,8 @@ impl Supervisor {
         }
     }
 
-    pub(crate) fn agent_running(&self) -> bool {
-        matches!(self.agent, AgentState::Running { .. })
-    }
-
-    pub(crate) fn failpoint(&self, name: &str) {
-        failpoint::hit(name);
-    }
-
-    /// Stop gracefully: SIGTERM to the agent's PID, SIGKILL after the stop
-    /// timeout, then exit 0. An update in flight stays in the journal and is
-    /// resumed or undone by the next start.
+    /// Stop gracefully, then exit 0. An update in flight stays in the
+    /// journal and is resumed or undone by the next start.
     fn request_stop(&mut self) {
         self.shutting_down = true;
         self.notifier.stopping();
@@ -761,33 +960,20 @@ impl Supervisor {
         }
     }
 
-    /// The supervisor's part of the status document.
-    pub(crate) fn snapshot(&self) -> Value {
+    // ----- status ---------------------------------------------------------
+
+    /// The main loop's part of the status document.
+    fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
-        let (state, pid, version, uptime) = match &self.agent {
-            AgentState::Running {
-                pid,
-                since,
-                version,
-            } => (
-                "RUNNING",
-                Some(*pid),
-                Some(version.clone()),
-                Some(now - *since),
-            ),
-            AgentState::Stopping {
-                pid,
-                since,
-                version,
-                ..
-            } => (
-                "STOPPING",
-                Some(*pid),
-                Some(version.clone()),
-                Some(now - *since),
-            ),
-            AgentState::Waiting { .. } => ("BACKOFF", None, None, None),
-            AgentState::Down => ("STOPPED", None, None, None),
+        let (state, version, uptime) = match &self.agent {
+            AgentState::Running { since, version, .. } => {
+                ("RUNNING", Some(version.clone()), Some(now - *since))
+            }
+            AgentState::Stopping { since, version, .. } => {
+                ("STOPPING", Some(version.clone()), Some(now - *since))
+            }
+            AgentState::Waiting { .. } => ("BACKOFF", None, None),
+            AgentState::Down => ("STOPPED", None, None),
         };
         let next_start = match &self.agent {
             AgentState::Waiting { until } => {
@@ -796,57 +982,77 @@ impl Supervisor {
             _ => None,
         };
         let build = Store::new(&self.paths).current();
-        json!({
-            "warden": {
-                "pid": std::process::id(),
-                "version": env!("CARGO_PKG_VERSION"),
-                "root": self.paths.root.display().to_string(),
-                "startedAt": humantime::format_rfc3339_seconds(self.started_at).to_string(),
-                "exe": self.exe.display().to_string(),
-                "execs": self.execs,
+        let update = self.machine.status();
+        Snapshot {
+            warden: Warden {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION"),
+                root: self.paths.root.display().to_string(),
+                started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
+                exe: self.exe.display().to_string(),
+                execs: self.execs,
             },
-            "supervisor": {
-                "agentState": state,
-                "agentPid": pid,
-                "agentVersion": version,
-                "agentUptimeSeconds": uptime.map(|d| d.as_secs()),
-                "restarts": self.restarts,
-                "consecutiveFailures": self.backoff.failures(),
-                "backoffMs": self.backoff.current().as_millis() as u64,
-                "nextStartInMs": next_start,
-                "lastExit": self.last_exit.as_ref().map(|e| json!({
-                    "code": match e.ended { Ended::Code(c) => Some(c), _ => None },
-                    "signal": match e.ended { Ended::Signal(s) => Some(s), _ => None },
-                    "description": e.ended.to_string(),
-                    "at": humantime::format_rfc3339_seconds(e.at).to_string(),
-                    "ranForMs": e.ran_for.as_millis() as u64,
-                })),
+            supervisor: Supervision {
+                agent_state: state,
+                agent_pid: version.as_ref().and(self.runtime.pid()),
+                agent_version: version,
+                agent_uptime_seconds: uptime.map(|d| d.as_secs()),
+                restarts: self.restarts,
+                consecutive_failures: self.backoff.failures(),
+                backoff_ms: self.backoff.current().as_millis() as u64,
+                next_start_in_ms: next_start,
+                last_exit: self.last_exit.as_ref().map(|e| document::LastExit {
+                    code: match e.ended {
+                        Ended::Code(c) => Some(c),
+                        _ => None,
+                    },
+                    signal: match e.ended {
+                        Ended::Signal(s) => Some(s),
+                        _ => None,
+                    },
+                    description: e.ended.to_string(),
+                    at: humantime::format_rfc3339_seconds(e.at).to_string(),
+                    ran_for_ms: e.ran_for.as_millis() as u64,
+                }),
             },
-            "build": build.map(|b| json!({
-                "version": b.artifact.version,
-                "gitHash": b.artifact.git_hash,
-                "sha256": b.artifact.sha256,
-                "installedAt": b.artifact.installed_at,
-            })),
-            "cluster": self.cfg.cluster,
-            "introspection": self.cfg.introspection.base_url(),
-            "agentUpdateStatus": self.update.record.as_ref().map(|r| r.state.as_str()),
-            "observed": {
-                "containerInstanceArn": self.observed.container_instance_arn,
-                "cluster": self.observed.cluster,
-                "dockerVersion": self.observed.docker_version,
-            },
-            "update": self.update_status(),
-        })
+            build: build.map(|b| BuildInfo {
+                version: b.artifact.version,
+                git_hash: b.artifact.git_hash,
+                sha256: b.artifact.sha256,
+                installed_at: b.artifact.installed_at,
+            }),
+            configured_cluster: self.cfg.cluster.clone(),
+            introspection: self.cfg.introspection.base_url(),
+            agent_update_status: self.machine.record().map(|r| r.state()),
+            observed: self.observed.clone(),
+            update,
+            last_task_counts: self.task_counts,
+        }
     }
 }
 
-fn log_tail(pid: i32, tail: &[String]) {
+/// What an effect led to.
+enum Outcome {
+    Nothing,
+    /// Feed this to the machine next.
+    Next(Input),
+    /// Feed this to the machine next, and drop the rest of the batch.
+    Failed(Input),
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+fn log_tail(what: &str, tail: &[String]) {
     if tail.is_empty() {
-        log::error!("agent (pid {pid}) printed nothing before it exited");
+        log::error!("agent ({what}) printed nothing before it exited");
         return;
     }
-    log::error!("last {} lines of agent (pid {pid}) output:", tail.len());
+    log::error!("last {} lines of agent ({what}) output:", tail.len());
     for line in tail {
         log::error!("  | {line}");
     }

@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::document::{self, Observed};
 use crate::config::Config;
-use crate::control::server::ask;
-use crate::control::{Action, ApiError};
+use crate::document::{self, Observation, Snapshot};
+use crate::error::ApiError;
 use crate::error::EcsErrorName::*;
+use crate::event::{ask, Action, Event};
 use crate::http::{Request, Response};
 use crate::introspection::Task;
 use crate::update::journal::Origin;
@@ -41,8 +41,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// fails them within this.
 pub const INTROSPECTION_BUDGET: Duration = Duration::from_secs(1);
 
-fn err(status: u16, name: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(status, name, message)
+fn err(status: u16, name: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::protocol(status, name, message)
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -59,8 +59,6 @@ pub fn handle(req: &Request, tx: &Sender<Event>, cfg: &Config) -> Response {
     resp.headers[0].1 = CONTENT_TYPE.into();
     resp.header("x-amzn-RequestId", &request_id())
 }
-
-use crate::supervisor::Event;
 
 fn request_id() -> String {
     let mut b = [0u8; 16];
@@ -201,8 +199,8 @@ fn kind(v: &Value) -> &'static str {
 
 /// This host's identity as ECS names it.
 struct Host {
-    snapshot: Value,
-    obs: Observed,
+    snapshot: Snapshot,
+    obs: Observation,
     cluster: String,
     arn: Option<String>,
     region: String,
@@ -210,9 +208,8 @@ struct Host {
 }
 
 fn host(tx: &Sender<Event>, cfg: &Config) -> Result<Host, ApiError> {
-    let snapshot = ask(tx, Action::Status)?;
-    let obs = document::observe(cfg, INTROSPECTION_BUDGET);
-    let cluster = document::cluster(cfg, &snapshot, &obs);
+    let (snapshot, obs) = super::status::observe(tx, cfg, INTROSPECTION_BUDGET)?;
+    let cluster = document::cluster(&snapshot, &obs);
     let arn = document::instance_arn(&snapshot, &obs);
     // arn:aws:ecs:REGION:ACCOUNT:container-instance/CLUSTER/ID
     let parts: Vec<&str> = arn.as_deref().unwrap_or("").split(':').collect();
@@ -289,17 +286,17 @@ impl Host {
         }
     }
 
-    fn instance_doc(&self, cfg: &Config) -> Value {
-        let doc = document::status(cfg, &self.snapshot, &self.obs);
+    fn instance_doc(&self) -> Value {
+        let doc = document::status(self.snapshot.clone(), &self.obs);
         json!({
-            "containerInstanceArn": doc["containerInstanceArn"],
-            "agentConnected": doc["agentConnected"],
-            "agentUpdateStatus": doc["agentUpdateStatus"],
-            "versionInfo": doc["versionInfo"],
-            "runningTasksCount": doc["runningTasksCount"],
-            "pendingTasksCount": doc["pendingTasksCount"],
-            "status": doc["status"],
-            "statusReason": doc["statusReason"],
+            "containerInstanceArn": doc.container_instance_arn,
+            "agentConnected": doc.agent_connected,
+            "agentUpdateStatus": doc.snapshot.agent_update_status,
+            "versionInfo": doc.version_info,
+            "runningTasksCount": doc.running_tasks_count,
+            "pendingTasksCount": doc.pending_tasks_count,
+            "status": doc.status,
+            "statusReason": doc.status_reason,
             "attributes": [],
             "registeredResources": [],
             "remainingResources": [],
@@ -361,7 +358,7 @@ fn update_container_agent(
     };
     ask(tx, action)?;
     let after = host(tx, cfg)?;
-    let mut doc = after.instance_doc(cfg);
+    let mut doc = after.instance_doc();
     // ECS answers an accepted request with PENDING, whatever step the
     // warden has already moved on to.
     doc["agentUpdateStatus"] = json!("PENDING");
@@ -385,7 +382,7 @@ fn describe_container_instances(
     for n in &names {
         if h.is_me(n) {
             if found.is_empty() {
-                found.push(h.instance_doc(cfg));
+                found.push(h.instance_doc());
             }
         } else {
             failures.push(json!({"arn": n, "reason": "MISSING"}));

@@ -5,6 +5,6 @@
 //! http://127.0.0.1:PORT` is accepted and every other TCP caller is not.
 
 pub mod credentials;
-pub mod document;
 pub mod ecs;
 pub mod sigv4;
+pub mod status;

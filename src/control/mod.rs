@@ -10,94 +10,15 @@
 pub mod client;
 pub mod server;
 
-use serde_json::Value;
-
 use crate::config::Config;
-use crate::error::EcsErrorName;
+use crate::error::{ApiError, EcsErrorName};
+use crate::event::Action;
 use crate::http::Request;
 use crate::update::journal::Origin;
 use crate::update::request::{self, Params};
 
 /// Body size cap for control requests.
 pub const MAX_BODY: usize = 64 * 1024;
-
-/// What a caller asks of the running warden.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// The status document.
-    Status,
-    /// Stop the agent gracefully, then the warden.
-    Stop,
-    /// Stage (and, when `perform`, perform) a resolved update.
-    Update(request::Request),
-    /// Roll back to the previous build.
-    Rollback { keep_data: bool },
-    /// A request refused before it reached the machine: recorded for
-    /// status, answered with the error.
-    Refuse(ApiError),
-    /// The agent's stage call (`StageUpdate`).
-    AgentStage {
-        location: String,
-        signature: String,
-        version: Option<String>,
-    },
-    /// The agent's perform call (`PerformUpdate`).
-    AgentPerform { signature: String },
-    /// What a connection thread learned from the agent, for the cache.
-    Observe(Observation),
-    /// Replace the program image with the installed binary, keeping the agent.
-    Reexec,
-}
-
-/// Facts about the agent and its host seen outside the main loop.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Observation {
-    pub container_instance_arn: Option<String>,
-    pub cluster: Option<String>,
-    pub docker_version: Option<String>,
-}
-
-/// An error answer: HTTP status, error name (`__type`), message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    pub status: u16,
-    pub name: String,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn ecs(name: EcsErrorName, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: name.http_status(),
-            name: name.as_str().to_string(),
-            message: message.into(),
-        }
-    }
-
-    pub fn new(status: u16, name: &str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            name: name.to_string(),
-            message: message.into(),
-        }
-    }
-
-    pub fn body(&self) -> Value {
-        serde_json::json!({"__type": self.name, "message": self.message})
-    }
-}
-
-impl From<crate::error::Error> for ApiError {
-    fn from(e: crate::error::Error) -> ApiError {
-        match e {
-            crate::error::Error::Ecs { name, message } => ApiError::ecs(name, message),
-            other => ApiError::ecs(EcsErrorName::ServerException, other.to_string()),
-        }
-    }
-}
-
-/// What the main loop answers.
-pub type Reply = Result<Value, ApiError>;
 
 /// Parses a request into its action. Runs on the connection's thread, so
 /// it may take its time (fetching a manifest) without holding anyone up.
@@ -197,13 +118,13 @@ pub fn route(req: &Request, cfg: &Config) -> Result<Action, ApiError> {
         }
     }
     if path_known {
-        Err(ApiError::new(
+        Err(ApiError::protocol(
             405,
             "MethodNotAllowed",
             format!("{} is not allowed on {}", req.method, req.path),
         ))
     } else {
-        Err(ApiError::new(
+        Err(ApiError::protocol(
             404,
             "NotFound",
             format!("no such control endpoint: {} {}", req.method, req.path),

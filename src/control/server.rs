@@ -6,23 +6,21 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::net::TcpListener;
 use std::time::SystemTime;
 
-use super::{route, Action, ApiError, Observation, Reply, MAX_BODY};
+use super::{route, MAX_BODY};
 use crate::api::credentials::Credentials;
-use crate::api::{document, ecs, sigv4};
+use crate::api::{ecs, sigv4, status};
 use crate::config::Config;
-use crate::error::{EcsErrorName, Error, Result};
+use crate::document;
+use crate::error::{ApiError, Error, Result};
+use crate::event::{self, Event};
 use crate::http::{self, Handler, Limits, ReadError, Request, Response};
-use crate::supervisor::Event;
-
-/// How long a handler waits for the main loop's answer.
-const MAIN_LOOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Control {
     tx: Sender<Event>,
@@ -31,43 +29,7 @@ struct Control {
     creds: Option<Credentials>,
 }
 
-/// The status document: the main loop's snapshot plus what the agent says
-/// now. A changed instance ARN or cluster is passed back to the main loop.
-pub fn status(tx: &Sender<Event>, cfg: &Config) -> Reply {
-    let snap = ask(tx, Action::Status)?;
-    let obs = document::observe(cfg, document::INTROSPECTION_BUDGET);
-    if let Some(md) = &obs.metadata {
-        let seen = Observation {
-            container_instance_arn: md.arn().map(String::from),
-            cluster: md.cluster.clone().filter(|c| !c.is_empty()),
-            docker_version: None,
-        };
-        let cached_arn = snap["observed"]["containerInstanceArn"].as_str();
-        let cached_cluster = snap["observed"]["cluster"].as_str();
-        if seen.container_instance_arn.as_deref() != cached_arn
-            || seen.cluster.as_deref() != cached_cluster
-        {
-            let (rtx, _) = mpsc::channel();
-            let _ = tx.send(Event::Control(Action::Observe(seen), rtx));
-        }
-    }
-    Ok(document::status(cfg, &snap, &obs))
-}
-
-/// Ask the main loop and wait for its reply.
-pub fn ask(tx: &Sender<Event>, action: Action) -> Reply {
-    let (rtx, rrx) = mpsc::channel();
-    tx.send(Event::Control(action, rtx))
-        .map_err(|_| ApiError::ecs(EcsErrorName::ServerException, "the warden is shutting down"))?;
-    rrx.recv_timeout(MAIN_LOOP_TIMEOUT).unwrap_or_else(|_| {
-        Err(ApiError::ecs(
-            EcsErrorName::ServerException,
-            "the warden's main loop did not answer in time",
-        ))
-    })
-}
-
-pub fn respond(reply: Reply) -> Response {
+pub fn respond<T: serde::Serialize>(reply: Result<T, ApiError>) -> Response {
     match reply {
         Ok(v) => Response::json(200, &v),
         Err(e) => Response::json(e.status, &e.body()),
@@ -78,7 +40,11 @@ impl Handler for Control {
     fn handle(&self, req: Request) -> Response {
         if req.tcp {
             let Some(creds) = &self.creds else {
-                return respond(Err(ApiError::new(500, "ServerException", "no credentials")));
+                return respond::<()>(Err(ApiError::protocol(
+                    500,
+                    "ServerException",
+                    "no credentials",
+                )));
             };
             if let Err(e) = sigv4::verify(&req, creds, SystemTime::now()) {
                 log::info!(
@@ -86,7 +52,8 @@ impl Handler for Control {
                     e.name(),
                     e.message()
                 );
-                let mut resp = respond(Err(ApiError::new(e.status(), e.name(), e.message())));
+                let mut resp =
+                    respond::<()>(Err(ApiError::protocol(e.status(), e.name(), e.message())));
                 resp.headers[0].1 = ecs::CONTENT_TYPE.into();
                 return resp;
             }
@@ -95,14 +62,14 @@ impl Handler for Control {
             return ecs::handle(&req, &self.tx, &self.cfg);
         }
         match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/v1/status") => respond(status(&self.tx, &self.cfg)),
-            ("GET", "/metrics") => match ask(&self.tx, Action::Status) {
+            ("GET", "/v1/status") => respond(status::status(&self.tx, &self.cfg)),
+            ("GET", "/metrics") => match status::snapshot(&self.tx) {
                 Ok(snap) => {
                     Response::new(200, "text/plain; version=0.0.4", document::metrics(&snap))
                 }
-                Err(e) => respond(Err(e)),
+                Err(e) => respond::<()>(Err(e)),
             },
-            _ => respond(route(&req, &self.cfg).and_then(|action| ask(&self.tx, action))),
+            _ => respond(route(&req, &self.cfg).and_then(|action| event::ask(&self.tx, action))),
         }
     }
 
@@ -119,7 +86,7 @@ pub fn reject(err: &ReadError) -> Response {
         ReadError::HeadTooLarge => (431, "RequestHeaderFieldsTooLarge"),
         _ => (400, "BadRequest"),
     };
-    respond(Err(ApiError::new(status, name, err.to_string())))
+    respond::<()>(Err(ApiError::protocol(status, name, err.to_string())))
 }
 
 /// Serve the ECS JSON API (and the control routes) on 127.0.0.1:`port`;

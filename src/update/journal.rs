@@ -47,9 +47,10 @@ impl State {
     }
 }
 
-/// The sub-step reached inside a state, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// The step an update has reached. The step implies the state (see
+/// `Step::state`); on disk both are written, as before, with `"done"` for
+/// the two terminal steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
     /// PENDING: accepted, nothing done yet.
     Accepted,
@@ -69,11 +70,31 @@ pub enum Step {
     RollbackRestore,
     RollbackStart,
     RollbackGate,
-    /// UPDATED or FAILED.
-    Done,
+    /// UPDATED.
+    Updated,
+    /// FAILED.
+    Failed,
 }
 
 impl Step {
+    /// Every step, in order (for tables and tests).
+    pub const ALL: [Step; 14] = [
+        Step::Accepted,
+        Step::Downloading,
+        Step::Staged,
+        Step::Reverify,
+        Step::RecordTasks,
+        Step::StopOld,
+        Step::HealthGate,
+        Step::RollbackStop,
+        Step::RollbackSwitch,
+        Step::RollbackRestore,
+        Step::RollbackStart,
+        Step::RollbackGate,
+        Step::Updated,
+        Step::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Accepted => "accepted",
@@ -88,8 +109,47 @@ impl Step {
             Step::RollbackRestore => "rollback-restore",
             Step::RollbackStart => "rollback-start",
             Step::RollbackGate => "rollback-gate",
-            Step::Done => "done",
+            Step::Updated | Step::Failed => "done",
         }
+    }
+
+    /// The ECS state this step is part of.
+    pub fn state(self) -> State {
+        match self {
+            Step::Accepted => State::Pending,
+            Step::Downloading => State::Staging,
+            Step::Staged => State::Staged,
+            Step::Reverify
+            | Step::RecordTasks
+            | Step::StopOld
+            | Step::HealthGate
+            | Step::RollbackStop
+            | Step::RollbackSwitch
+            | Step::RollbackRestore
+            | Step::RollbackStart
+            | Step::RollbackGate => State::Updating,
+            Step::Updated => State::Updated,
+            Step::Failed => State::Failed,
+        }
+    }
+
+    /// The step a journal line names: `(state, step)` as written on disk.
+    pub fn from_parts(state: State, step: &str) -> Option<Step> {
+        let s = match step {
+            "done" => match state {
+                State::Updated => Step::Updated,
+                State::Failed => Step::Failed,
+                _ => return None,
+            },
+            other => *Step::ALL
+                .iter()
+                .find(|s| s.as_str() == other && !s.is_terminal())?,
+        };
+        (s.state() == state).then_some(s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Step::Updated | Step::Failed)
     }
 
     pub fn is_rollback(self) -> bool {
@@ -101,6 +161,44 @@ impl Step {
                 | Step::RollbackStart
                 | Step::RollbackGate
         )
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A step on disk: the two fields `"state"` and `"step"`, as the journal
+/// and the history have always been written (`#[serde(flatten, with)]`).
+mod step_parts {
+    use super::{State, Step};
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Parts {
+        state: State,
+        step: String,
+    }
+
+    pub fn serialize<S: Serializer>(step: &Step, s: S) -> Result<S::Ok, S::Error> {
+        Parts {
+            state: step.state(),
+            step: step.as_str().to_string(),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Step, D::Error> {
+        let p = Parts::deserialize(d)?;
+        Step::from_parts(p.state, &p.step).ok_or_else(|| {
+            D::Error::custom(format!(
+                "step {:?} is not a step of state {}",
+                p.step,
+                p.state.as_str()
+            ))
+        })
     }
 }
 
@@ -154,14 +252,80 @@ pub struct TaskRecord {
     pub containers: Vec<String>,
 }
 
+/// Why an update failed: the machine-readable `error.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The bytes could not be fetched.
+    Download,
+    /// The bytes are not what was promised (size, digest, format, version).
+    Verify,
+    /// The disk is full or the store unwritable.
+    Disk,
+    /// A different build of the same version is installed.
+    Conflict,
+    /// The target turned out not acceptable once its version was known.
+    Refused,
+    /// The warden was stopped or killed too often in the middle.
+    Interrupted,
+    /// A step could not be recorded in the journal.
+    Journal,
+    /// `current` could not be switched.
+    Switch,
+    /// The new build could not be started.
+    Start,
+    /// The agent's data could not be snapshotted.
+    Snapshot,
+    /// The running agent's tasks could not be read before the switch.
+    RecordTasks,
+    /// The new build failed its health gate.
+    HealthGate,
+    /// The new build exited during its health gate.
+    Crash,
+    /// The rollback did not complete.
+    Rollback,
+    /// A worker thread panicked (a bug): the update was stopped.
+    Panic,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Download => "download",
+            Reason::Verify => "verify",
+            Reason::Disk => "disk",
+            Reason::Conflict => "conflict",
+            Reason::Refused => "refused",
+            Reason::Interrupted => "interrupted",
+            Reason::Journal => "journal",
+            Reason::Switch => "switch",
+            Reason::Start => "start",
+            Reason::Snapshot => "snapshot",
+            Reason::RecordTasks => "record-tasks",
+            Reason::HealthGate => "health-gate",
+            Reason::Crash => "crash",
+            Reason::Rollback => "rollback",
+            Reason::Panic => "panic",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// ECS error name.
     pub name: EcsErrorName,
-    /// Machine-readable cause: download, verify, disk, health-gate,
-    /// crash-loop, interrupted, requested, ...
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
+}
+
+impl Failure {
+    pub fn new(name: EcsErrorName, reason: Reason, message: impl Into<String>) -> Failure {
+        Failure {
+            name,
+            reason,
+            message: message.into(),
+        }
+    }
 }
 
 /// `state.json`.
@@ -170,7 +334,7 @@ pub struct Failure {
 pub struct Record {
     /// Unique per update, to tell stale worker reports from current ones.
     pub id: String,
-    pub state: State,
+    #[serde(flatten, with = "step_parts")]
     pub step: Step,
     pub origin: Origin,
     pub target: Target,
@@ -184,6 +348,10 @@ pub struct Record {
     /// The build that ran when the update started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_version: Option<String>,
+    /// The build `agents/previous` named when the update started; a
+    /// rollback points `previous` back at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_link: Option<String>,
     /// Times the UPDATING sequence was (re)started.
     #[serde(default)]
     pub attempts: u32,
@@ -215,7 +383,6 @@ impl Record {
                 now.replace([':', '-', '.'], "").trim_end_matches('Z'),
                 crate::store::hex(&rnd)
             ),
-            state: State::Pending,
             step: Step::Accepted,
             origin,
             target,
@@ -223,6 +390,7 @@ impl Record {
             perform,
             force: false,
             previous_version: None,
+            previous_link: None,
             attempts: 0,
             tasks_before: Vec::new(),
             restore_data: true,
@@ -235,21 +403,37 @@ impl Record {
 
     /// Whether an update is in flight (not finished).
     pub fn in_flight(&self) -> bool {
-        !self.state.is_terminal()
+        !self.step.is_terminal()
+    }
+
+    pub fn state(&self) -> State {
+        self.step.state()
     }
 }
 
 /// A line of `history.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryLine {
     pub at: String,
     pub id: String,
-    pub state: State,
+    #[serde(flatten, with = "step_parts")]
     pub step: Step,
     pub target: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
+}
+
+impl HistoryLine {
+    pub fn of(rec: &Record) -> HistoryLine {
+        HistoryLine {
+            at: rec.updated_at.clone(),
+            id: rec.id.clone(),
+            step: rec.step,
+            target: rec.target.version.clone(),
+            error: rec.error.clone(),
+        }
+    }
 }
 
 pub struct Journal {
@@ -279,22 +463,11 @@ impl Journal {
         }
     }
 
-    /// Durably record `rec` (stamping `updated_at`), then append history.
-    pub fn write(&self, rec: &mut Record) -> Result<()> {
-        rec.updated_at = now_rfc3339();
-        if rec.state.is_terminal() && rec.finished_at.is_none() {
-            rec.finished_at = Some(rec.updated_at.clone());
-        }
+    /// Durably record `rec` as it is (the machine stamps its times), then
+    /// append its history line.
+    pub fn write(&self, rec: &Record) -> Result<()> {
         durable::write_json("update journal", &self.paths.state(), rec)?;
-        let line = HistoryLine {
-            at: rec.updated_at.clone(),
-            id: rec.id.clone(),
-            state: rec.state,
-            step: rec.step,
-            target: rec.target.version.clone(),
-            error: rec.error.clone(),
-        };
-        let text = serde_json::to_string(&line).unwrap_or_default();
+        let text = serde_json::to_string(&HistoryLine::of(rec)).unwrap_or_default();
         if let Err(e) = durable::append_line("update history", &self.paths.history(), &text) {
             // History is for people; the journal above is what recovery reads.
             log::warn!("{e}");

@@ -1,60 +1,146 @@
-//! The update state machine, driven by the supervisor's main loop.
+//! The update machine: a value that takes events and returns effects.
 //!
-//! Every step is announced in the journal before it starts; long work
-//! (download, hashing, snapshot, health gate) runs on a worker thread that
-//! reports back with an `UpdateEvent` carrying the update's id, so a report
-//! from an abandoned attempt is ignored. The steps, in order:
+//! It owns the journal record, the quarantine list and the update
+//! counters, and nothing else: it never touches processes, threads, files
+//! or the supervisor. The supervisor feeds it `Input`s (a request, a
+//! worker's report, the agent stopped/started/exited, a journal write that
+//! succeeded or failed, "recovered at this step") together with a
+//! read-only view of the host (`World`), and executes the `Effect`s it
+//! returns, in order. An effect that has an outcome (`Record`,
+//! `StopAgent`, `StartAgent`, `Switch`) is the last of its batch; its
+//! outcome comes back as the next input, so "announce the step, then do its
+//! work" is always two transitions:
+//!
+//! 1. `announce(step)`: the record naming the step goes out as
+//!    `Effect::Record`;
+//! 2. `Input::Recorded`: the step is durable; `enter(step)` starts its work;
+//! 3. the work's outcome (a report, `AgentStopped`, ...) leads to the next
+//!    `announce`.
+//!
+//! Recovery after a crash is the same transitions: `Input::Recovered` at
+//! the step the journal names resumes that step (each is idempotent).
+//!
+//! The steps, in order (the full table is `transition`):
 //!
 //! 1. PENDING/accepted: the request was validated, its target is newer
 //!    than what runs, not quarantined, nothing else in flight.
-//! 2. STAGING/downloading: stream into `agents/.<version>.partial`,
-//!    verify, install into `agents/<version>/` (marker written last).
+//! 2. STAGING/downloading: a worker streams the build into the store.
 //! 3. STAGED/staged: stop here for `stage`; go on for `update`.
-//! 4. UPDATING/reverify: hash the staged executable again.
-//! 5. UPDATING/record-tasks: the tasks `/v1/tasks` reports RUNNING.
-//! 6. UPDATING/stop-old: the agent's downtime, one journal record for all
-//!    of it: SIGTERM (then SIGKILL) to the old agent's PID; copy
-//!    `var/lib/ecs/data` beside the old build; `current` -> new build (one
-//!    rename), `previous` -> old build; start the new build. Recovery tells
-//!    how far it got from where `current` points.
-//! 7. UPDATING/health-gate (see `gate`).
-//! 8. UPDATED, or on any failure from step 6 on, the rollback:
-//!    rollback-stop, rollback-switch, rollback-restore (the snapshot),
-//!    rollback-start, rollback-gate, then FAILED with the error, and the
-//!    failed version is quarantined.
+//! 4. UPDATING/reverify: a worker hashes the staged build again.
+//! 5. UPDATING/record-tasks: the tasks the agent reports RUNNING.
+//! 6. UPDATING/stop-old: the agent's downtime, one record for all of it:
+//!    stop the old agent, snapshot its data, switch `current`, start the
+//!    new build.
+//! 7. UPDATING/health-gate.
+//! 8. UPDATED, or after a failure from step 6 on the rollback:
+//!    rollback-stop, rollback-switch, rollback-restore, rollback-start,
+//!    rollback-gate, then FAILED, and the failed version is quarantined.
 //!
-//! After a crash, `recover` reads the journal: before step 6 the old agent
-//! is started and the step is redone; from step 6 on the sequence continues
-//! from the recorded step (each is idempotent); an update whose new build
-//! was started three times without passing its gate is rolled back.
+//! When a step cannot be recorded, the machine stops advancing: it keeps
+//! (or gets) an agent running from whatever `current` names, reports FAILED
+//! in memory, and retries the journal write with backoff.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::time::Duration;
 
-use serde_json::{json, Value};
-
-use super::download::{self, DlError};
-use super::gate;
-use super::journal::{Failure, Journal, Origin, Record, State, Step, Target, TaskRecord};
-use super::quarantine;
+use super::journal::{Failure, HistoryLine, Origin, Reason, Record, Step, Target, TaskRecord};
+use super::quarantine::Quarantine;
 use super::request::Request;
-use super::snapshot::{self, SNAPSHOT_DIR};
-use crate::control::{ApiError, Reply};
+use super::status::{Counters, RecordView, Refusal, UpdateStatus};
 use crate::error::EcsErrorName::{self, *};
-use crate::error::Result;
-use crate::paths::Paths;
-use crate::store::{self, parse_version, Artifact, Store};
-use crate::supervisor::{Event, StopFor, Supervisor};
+use crate::exit::Ended;
+use crate::store::{now_rfc3339, parse_version};
 
 /// Starts of the new build (warden restarts included) before giving up.
-const MAX_ATTEMPTS: u32 = 3;
+pub const MAX_ATTEMPTS: u32 = 3;
 /// History lines in the status document.
-const HISTORY_LINES: usize = 10;
+pub const HISTORY_LINES: usize = 10;
+/// The first and the longest wait before writing an unwritable journal again.
+const JOURNAL_RETRY_MIN: Duration = Duration::from_secs(1);
+const JOURNAL_RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Reports from worker threads.
+/// A complete build in the store, as the machine needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    pub version: String,
+    pub git_hash: Option<String>,
+    pub sha256: String,
+    pub size: u64,
+    /// Where its artifact is, as a `file://` URL.
+    pub url: String,
+    /// Its directory, as the operator sees it (for messages).
+    pub dir: String,
+}
+
+/// What the machine may ask about the host. Read-only.
+pub trait World {
+    /// The complete build `agents/current` names.
+    fn current(&self) -> Option<Built>;
+    /// The complete build `agents/previous` names.
+    fn previous(&self) -> Option<Built>;
+    /// Whether `agents/current` names `version` (complete or not).
+    fn current_is(&self, version: &str) -> bool;
+    /// The complete build of `version`, if installed.
+    fn build(&self, version: &str) -> Option<Built>;
+    /// Whether build `version` has a data snapshot.
+    fn has_snapshot(&self, version: &str) -> bool;
+    /// Whether the agent runs now.
+    fn agent_running(&self) -> bool;
+    /// Whether no agent runs and none is due (it exited and the warden
+    /// has not decided what comes next).
+    fn agent_down(&self) -> bool;
+    /// Whether the warden is stopping.
+    fn stopping(&self) -> bool;
+    /// Whether the agent left `desired-image` (its staged update).
+    fn desired_image(&self) -> bool;
+    /// Where `desired-image` is, as the operator sees it (for messages).
+    fn desired_image_path(&self) -> String;
+}
+
+/// Everything the machine reacts to.
 #[derive(Debug)]
-pub enum UpdateEvent {
+pub enum Input {
+    /// A resolved `update`/`stage` (CLI, API).
+    Update(Request),
+    /// The agent's stage call (`StageUpdate`).
+    AgentStage {
+        location: String,
+        signature: String,
+        version: Option<String>,
+    },
+    /// The agent's perform call (`PerformUpdate`).
+    AgentPerform { signature: String },
+    /// `ecs-warden rollback`.
+    Rollback { keep_data: bool },
+    /// The warden started with the journal it found: resume or undo.
+    Recovered,
+    /// The last `Effect::Record` is durable.
+    Recorded,
+    /// The last `Effect::Record` could not be written.
+    NotRecorded(String),
+    /// Time to write a journal record that could not be written before.
+    RetryJournal,
+    /// A worker's report.
+    Report(Report),
+    /// The agent the machine asked to stop has stopped (or none ran).
+    AgentStopped,
+    /// The build `current` names was started as asked.
+    AgentStarted,
+    /// ... or could not be started.
+    AgentStartFailed(String),
+    /// The agent exited on its own.
+    AgentExited(Ended),
+    /// The agent exited 42: it may have staged an update itself.
+    Exit42,
+    /// `Effect::Switch` done.
+    Switched,
+    /// `Effect::Switch` failed.
+    SwitchFailed(String),
+}
+
+/// Reports from worker threads; `id` names the update they work for.
+#[derive(Debug)]
+pub enum Report {
     Progress {
         id: String,
         done: u64,
@@ -64,221 +150,671 @@ pub enum UpdateEvent {
     /// size, when the request did not know them).
     Staged {
         id: String,
-        result: std::result::Result<Target, Failure>,
+        result: Result<Target, Failure>,
     },
     Reverified {
         id: String,
-        result: std::result::Result<(), Failure>,
+        result: Result<(), Failure>,
     },
     Tasks {
         id: String,
-        result: std::result::Result<Vec<TaskRecord>, String>,
+        result: Result<Vec<TaskRecord>, String>,
     },
     Snapshot {
         id: String,
-        result: std::result::Result<(), String>,
+        result: Result<(), String>,
     },
     Restored {
         id: String,
-        result: std::result::Result<(), String>,
-    },
-    /// What the agent staged before it exited 42, checked and hashed.
-    Exit42 {
-        result: std::result::Result<Option<Target>, String>,
+        result: Result<(), String>,
     },
     Gate {
         id: String,
         seq: u64,
-        result: std::result::Result<(), String>,
+        result: Result<(), String>,
+    },
+    /// What the agent staged before it exited 42, checked and hashed.
+    Exit42 {
+        result: Result<Option<Target>, String>,
+    },
+    /// A worker panicked (a bug): its update must not stay stuck.
+    Panicked {
+        id: Option<String>,
+        work: &'static str,
+        message: String,
     },
 }
 
-/// The update machine's state, owned by the supervisor.
-pub struct Updater {
-    journal: Journal,
+impl Report {
+    fn id(&self) -> Option<&str> {
+        match self {
+            Report::Progress { id, .. }
+            | Report::Staged { id, .. }
+            | Report::Reverified { id, .. }
+            | Report::Tasks { id, .. }
+            | Report::Snapshot { id, .. }
+            | Report::Restored { id, .. }
+            | Report::Gate { id, .. } => Some(id),
+            Report::Panicked { id, .. } => id.as_deref(),
+            Report::Exit42 { .. } => None,
+        }
+    }
+}
+
+/// Work for a worker thread, described as data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    /// Download `target` into the store (verified, marker last).
+    Download {
+        id: String,
+        target: Target,
+        source: String,
+    },
+    /// Hash the staged build again.
+    Reverify { id: String, target: Target },
+    /// The tasks the running agent reports RUNNING.
+    RecordTasks { id: String },
+    /// Copy the stopped agent's data beside build `version`.
+    Snapshot { id: String, version: String },
+    /// Put build `version`'s data snapshot back.
+    Restore { id: String, version: String },
+    /// The health gate for `version`.
+    Gate {
+        id: String,
+        seq: u64,
+        version: String,
+        tasks_before: Vec<TaskRecord>,
+    },
+    /// Check and hash what the agent staged before it exited 42.
+    Exit42,
+}
+
+/// Where `agents/previous` should point after a switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Keep,
+    Set(String),
+    Remove,
+}
+
+/// What the machine asks the supervisor to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Write this record durably (then its history line); the outcome is
+    /// `Recorded` or `NotRecorded`.
+    Record(Record),
+    /// Run this on a worker thread; it reports with `Input::Report`.
+    Work(Work),
+    /// Stop the agent gracefully; `AgentStopped` follows (at once when none
+    /// runs).
+    StopAgent,
+    /// Start the build `current` names; `AgentStarted` or
+    /// `AgentStartFailed` follows.
+    StartAgent,
+    /// Start the agent unless one runs or a restart is due.
+    EnsureAgent,
+    /// Restart the agent after the backoff (it just crashed).
+    RestartLater,
+    /// Point `current` (and `previous`) at builds; `durable` fsyncs the
+    /// store at once, else `SyncStore` follows later. `Switched` or
+    /// `SwitchFailed` follows.
+    Switch {
+        current: String,
+        previous: Link,
+        durable: bool,
+    },
+    /// Make the store's directory entries durable.
+    SyncStore,
+    /// Remove a build whose bytes changed on disk.
+    RemoveBuild(String),
+    /// Remove the partial download of this target key.
+    RemovePartial(String),
+    /// Write the quarantine list.
+    SaveQuarantine(Quarantine),
+    /// Remove what no update needs any more (old builds, leftovers,
+    /// consumed update files).
+    Housekeeping,
+    /// Remove `desired-image` and the file it names.
+    ConsumeDesiredImage,
+    /// Feed `RetryJournal` after this long.
+    RetryJournalIn(Duration),
+    /// Test-only fail point (see `failpoint`).
+    Failpoint(&'static str),
+    /// Answer the request being handled with the update's status (as it is
+    /// once this input's effects are done).
+    Answer,
+    /// Refuse the request being handled.
+    Refuse(Refusal),
+}
+
+/// The outcome the machine waits for (at most one at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A record was handed out: entering `step`, amending the record in
+    /// place, or retrying a record that could not be written.
+    Record(Write),
+    Stop,
+    Start,
+    Switch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Enter(Step),
+    Amend,
+    Retry,
+}
+
+pub struct Machine {
     /// The update in flight, or the last one.
-    pub record: Option<Record>,
+    rec: Option<Record>,
+    /// The record last written durably: what a restart would read.
+    durable: Option<Record>,
+    wait: Option<Wait>,
+    /// The wait the input being handled ended.
+    settled: Option<Wait>,
+    quarantine: Quarantine,
+    /// Quarantine the target when the FAILED record is entered (it failed
+    /// after the switch and was rolled back).
+    quarantine_on_failure: bool,
+    /// The last history lines, newest last.
+    history: VecDeque<HistoryLine>,
     /// Bytes on disk and total, while STAGING.
     progress: Option<(u64, u64)>,
-    /// Bumped per gate run; older gate reports are ignored.
-    gate_seq: u64,
-    /// The last request refused before it became an update.
-    last_refusal: Option<Value>,
     /// Bytes reported by the download in flight, for the byte counter.
     progress_seen: u64,
-    /// Metrics since the warden started.
+    /// Bumped per gate run; older gate reports are ignored.
+    gate_seq: u64,
+    last_refusal: Option<Refusal>,
     counters: Counters,
+    /// Set while the record could not be written: the next wait.
+    journal_retry: Option<Duration>,
+    /// What a new request replaced, put back if its first record fails.
+    replaced: Option<(Option<Record>, Option<Duration>)>,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    updated: u64,
-    failed: u64,
-    downloaded_bytes: u64,
-    last_update_seconds: Option<f64>,
+/// A pattern: no update in flight (none yet, or the last one ended).
+macro_rules! idle {
+    () => {
+        None | Some(Step::Updated | Step::Failed)
+    };
 }
 
-impl Updater {
-    pub fn load(paths: &Paths) -> Result<Updater> {
-        let journal = Journal::new(paths);
-        let record = journal.load()?;
-        Ok(Updater {
-            journal,
-            record,
+fn refusal(name: EcsErrorName, message: impl Into<String>) -> Refusal {
+    Refusal {
+        name,
+        message: message.into(),
+        at: now_rfc3339(),
+    }
+}
+
+fn failure(name: EcsErrorName, reason: Reason, message: impl Into<String>) -> Failure {
+    Failure::new(name, reason, message)
+}
+
+impl Machine {
+    /// A machine with the journal's record, the quarantine list and the
+    /// last history lines as found on disk.
+    pub fn new(
+        record: Option<Record>,
+        quarantine: Quarantine,
+        history: Vec<HistoryLine>,
+    ) -> Machine {
+        let skip = history.len().saturating_sub(HISTORY_LINES);
+        Machine {
+            durable: record.clone(),
+            rec: record,
+            wait: None,
+            settled: None,
+            quarantine,
+            quarantine_on_failure: false,
+            history: history.into_iter().skip(skip).collect(),
             progress: None,
+            progress_seen: 0,
             gate_seq: 0,
             last_refusal: None,
-            progress_seen: 0,
             counters: Counters::default(),
-        })
+            journal_retry: None,
+            replaced: None,
+        }
     }
-}
 
-fn failure(name: EcsErrorName, reason: &str, message: impl Into<String>) -> Failure {
-    Failure {
-        name,
-        reason: reason.to_string(),
-        message: message.into(),
+    /// React to `input`; the effects to execute, in order.
+    pub fn handle(&mut self, input: Input, w: &dyn World) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if self.admit(&input) {
+            if matches!(
+                input,
+                Input::Recorded
+                    | Input::NotRecorded(_)
+                    | Input::AgentStopped
+                    | Input::AgentStarted
+                    | Input::AgentStartFailed(_)
+                    | Input::Switched
+                    | Input::SwitchFailed(_)
+            ) {
+                // The outcome waited for has come.
+                self.settled = self.wait.take();
+            }
+            self.transition(input, w, &mut fx);
+        } else {
+            log::debug!("update machine: ignored {input:?}");
+        }
+        fx
     }
-}
 
-impl Supervisor {
+    /// Stale and unexpected inputs are dropped here, in one place: a report
+    /// for another update or an older gate run, an outcome nobody waits for.
+    fn admit(&self, input: &Input) -> bool {
+        let waiting = |w: Wait| self.wait == Some(w);
+        match input {
+            Input::Recorded | Input::NotRecorded(_) => matches!(self.wait, Some(Wait::Record(_))),
+            Input::AgentStopped => waiting(Wait::Stop),
+            Input::AgentStarted | Input::AgentStartFailed(_) => waiting(Wait::Start),
+            Input::Switched | Input::SwitchFailed(_) => waiting(Wait::Switch),
+            Input::RetryJournal => self.journal_retry.is_some() && self.wait.is_none(),
+            Input::Report(Report::Gate { seq, .. }) if *seq != self.gate_seq => false,
+            Input::Report(r) => match r.id() {
+                None => true,
+                Some(id) => self
+                    .rec
+                    .as_ref()
+                    .is_some_and(|rec| rec.id == id && rec.in_flight()),
+            },
+            _ => true,
+        }
+    }
+
+    /// The table: every legal (step, input) and what it leads to. Anything
+    /// not listed is ignored (an internal event) or refused (a request).
+    fn transition(&mut self, input: Input, w: &dyn World, fx: &mut Vec<Effect>) {
+        use Input as I;
+        use Report as R;
+        use Step::*;
+        match (self.step(), input) {
+            // ----- requests ---------------------------------------------
+            (_, I::Update(_) | I::Rollback { .. } | I::AgentStage { .. }) if w.stopping() => {
+                self.refuse(refusal(ServerException, "the warden is stopping"), fx)
+            }
+            (Some(Staged), I::Update(req)) if req.perform && req.target == self.rec().target => {
+                // `update` after `stage` of the same build: perform it.
+                self.rec_mut().perform = true;
+                self.begin_perform(fx);
+                fx.push(Effect::Answer);
+            }
+            (idle!(), I::Update(req)) => {
+                if let Err(r) = self.accept(req, w, fx) {
+                    self.refuse(r, fx);
+                }
+            }
+            (idle!(), I::Rollback { keep_data }) => {
+                if let Err(r) = self.accept_rollback(keep_data, w, fx) {
+                    self.refuse(r, fx);
+                }
+            }
+            (Some(_), I::AgentStage { signature, .. }) if self.is_agent_update(&signature) => {
+                // The agent lost the answer and asks again: the same answer.
+                fx.push(Effect::Answer)
+            }
+            (
+                idle!(),
+                I::AgentStage {
+                    location,
+                    signature,
+                    version,
+                },
+            ) => {
+                let req = Request::agent_stage(location, signature, version);
+                if let Err(r) = self.accept(req, w, fx) {
+                    self.refuse(r, fx);
+                }
+            }
+            (Some(_), I::Update(_) | I::Rollback { .. } | I::AgentStage { .. }) => {
+                let r = self.in_flight_refusal();
+                self.refuse(r, fx)
+            }
+            (Some(Staged), I::AgentPerform { signature }) if self.is_agent_update(&signature) => {
+                self.rec_mut().perform = true;
+                self.begin_perform(fx);
+                fx.push(Effect::Answer);
+            }
+            (Some(Accepted | Downloading), I::AgentPerform { signature })
+                if self.is_agent_update(&signature) =>
+            {
+                // Perform as soon as the download is verified.
+                self.rec_mut().perform = true;
+                self.write(Write::Amend, fx);
+                fx.push(Effect::Answer);
+            }
+            (Some(_), I::AgentPerform { signature }) if self.is_agent_update(&signature) => {
+                fx.push(Effect::Answer) // already performing, or done
+            }
+            (_, I::AgentPerform { signature }) => {
+                let r = self.perform_refusal(&signature);
+                self.refuse(r, fx)
+            }
+
+            // ----- the journal ------------------------------------------
+            (_, I::Recorded) => self.recorded(w, fx),
+            (_, I::NotRecorded(e)) => self.not_recorded(e, w, fx),
+            (_, I::RetryJournal) => self.write(Write::Retry, fx),
+
+            // ----- recovery ---------------------------------------------
+            (idle!(), I::Recovered) => fx.push(Effect::Housekeeping),
+            (Some(step), I::Recovered) => self.recover(step, w, fx),
+
+            // ----- staging ----------------------------------------------
+            (Some(Downloading), I::Report(R::Progress { done, total, .. })) => {
+                if done > self.progress_seen {
+                    self.counters.downloaded_bytes += done - self.progress_seen;
+                }
+                self.progress_seen = done;
+                self.progress = Some((done, total));
+            }
+            (Some(Downloading), I::Report(R::Staged { result: Ok(t), .. })) => {
+                self.staged(t, w, fx)
+            }
+            (Some(Downloading), I::Report(R::Staged { result: Err(f), .. })) => self.fail(f, fx),
+
+            // ----- performing -------------------------------------------
+            (Some(Reverify), I::Report(R::Reverified { result: Ok(()), .. })) => {
+                self.announce(RecordTasks, fx)
+            }
+            (Some(Reverify), I::Report(R::Reverified { result: Err(f), .. })) => {
+                fx.push(Effect::RemoveBuild(self.rec().target.version.clone()));
+                self.fail(f, fx)
+            }
+            (
+                Some(RecordTasks),
+                I::Report(R::Tasks {
+                    result: Ok(tasks), ..
+                }),
+            ) => self.after_tasks(tasks, fx),
+            (Some(RecordTasks), I::Report(R::Tasks { result: Err(e), .. })) => self.fail(
+                failure(
+                    ServerException,
+                    Reason::RecordTasks,
+                    format!("cannot read the running agent's tasks: {e}"),
+                ),
+                fx,
+            ),
+            (Some(StopOld), I::AgentStopped) => {
+                fx.push(Effect::Failpoint("after-stop-old"));
+                let id = self.rec().id.clone();
+                let version = self.rec().previous_version.clone().unwrap_or_default();
+                fx.push(Effect::Work(Work::Snapshot { id, version }));
+            }
+            (Some(StopOld), I::Report(R::Snapshot { result: Ok(()), .. })) => {
+                fx.push(Effect::Failpoint("after-snapshot"));
+                let target = self.rec().target.version.clone();
+                if w.current_is(&target) {
+                    self.start_new(fx);
+                } else {
+                    let previous = match w.current() {
+                        Some(b) if b.version != target => Link::Set(b.version),
+                        _ => Link::Keep,
+                    };
+                    self.expect(
+                        Wait::Switch,
+                        Effect::Switch {
+                            current: target,
+                            previous,
+                            durable: false,
+                        },
+                        fx,
+                    );
+                }
+            }
+            (Some(StopOld), I::Report(R::Snapshot { result: Err(e), .. })) => {
+                self.rollback(Reason::Snapshot, e, fx)
+            }
+            (Some(StopOld), I::Switched) => self.start_new(fx),
+            (Some(StopOld), I::SwitchFailed(e)) => self.rollback(Reason::Switch, e, fx),
+            (Some(StopOld | HealthGate), I::AgentStarted) => {
+                fx.push(Effect::SyncStore);
+                fx.push(Effect::Failpoint("after-start-new"));
+                self.announce(HealthGate, fx);
+            }
+            (Some(StopOld | HealthGate), I::AgentStartFailed(e)) => {
+                fx.push(Effect::SyncStore);
+                let v = self.rec().target.version.clone();
+                self.rollback(
+                    Reason::Start,
+                    format!("build {v} could not be started: {e}"),
+                    fx,
+                )
+            }
+            (Some(StopOld | HealthGate), I::AgentExited(ended)) => {
+                self.gate_seq += 1; // the running gate is moot
+                let v = self.rec().target.version.clone();
+                self.rollback(
+                    Reason::Crash,
+                    format!("the new agent {v} {ended} during the health gate"),
+                    fx,
+                )
+            }
+            (Some(HealthGate), I::Report(R::Gate { result: Ok(()), .. })) => {
+                self.announce(Updated, fx)
+            }
+            (Some(HealthGate), I::Report(R::Gate { result: Err(e), .. })) => {
+                self.rollback(Reason::HealthGate, e, fx)
+            }
+
+            // ----- rolling back -----------------------------------------
+            (Some(RollbackStop), I::AgentStopped) => self.announce(RollbackSwitch, fx),
+            (Some(RollbackSwitch), I::Switched) => self.announce(RollbackRestore, fx),
+            (Some(RollbackSwitch), I::SwitchFailed(e)) => {
+                let back = self.rollback_version();
+                self.finish_rollback(Err(format!("could not switch back to {back}: {e}")), fx)
+            }
+            (Some(RollbackRestore), I::Report(R::Restored { result, .. })) => {
+                self.after_restore(result, fx)
+            }
+            (Some(RollbackStart), I::AgentStarted) => {
+                fx.push(Effect::Failpoint("after-rollback-start"));
+                self.announce(RollbackGate, fx);
+            }
+            (Some(RollbackStart), I::AgentStartFailed(e)) => {
+                let v = self.rollback_version();
+                self.finish_rollback(Err(format!("build {v} could not be started: {e}")), fx)
+            }
+            (Some(RollbackStart | RollbackGate), I::AgentExited(ended)) => {
+                self.gate_seq += 1;
+                fx.push(Effect::RestartLater);
+                let v = self.rollback_version();
+                self.finish_rollback(Err(format!("agent {v} {ended}")), fx)
+            }
+            (Some(RollbackGate), I::Report(R::Gate { result, .. })) => {
+                self.finish_rollback(result, fx)
+            }
+
+            // ----- a worker panicked ------------------------------------
+            (
+                _,
+                I::Report(R::Panicked {
+                    id: None, message, ..
+                }),
+            ) => self.exit_42_target(Err(format!("its check panicked: {message}")), w, fx),
+            (Some(s), I::Report(R::Panicked { work, message, .. })) => {
+                let m = format!("the {work} worker panicked: {message}");
+                log::error!("update: {m}");
+                match s {
+                    Accepted | Downloading | Staged | Reverify | RecordTasks => {
+                        self.fail(failure(ServerException, Reason::Panic, m), fx)
+                    }
+                    StopOld | HealthGate => self.rollback(Reason::Panic, m, fx),
+                    RollbackStop | RollbackSwitch | RollbackRestore | RollbackStart
+                    | RollbackGate => {
+                        self.set_error(failure(ServerException, Reason::Panic, m.clone()));
+                        self.finish_rollback(Err(m), fx)
+                    }
+                    Updated | Failed => {}
+                }
+            }
+
+            // ----- the agent exited 42 ----------------------------------
+            (_, I::Exit42) => {
+                if w.desired_image() {
+                    fx.push(Effect::Work(Work::Exit42));
+                } else {
+                    log::info!(
+                        "no update is staged (no {}); restarting the agent",
+                        w.desired_image_path()
+                    );
+                    fx.push(Effect::StartAgent);
+                }
+            }
+            (_, I::Report(R::Exit42 { result })) => self.exit_42_target(result, w, fx),
+
+            // ----- anything else ----------------------------------------
+            (_, other) => log::debug!("update machine: {other:?} is not expected now; ignored"),
+        }
+    }
+
+    // ----- queries --------------------------------------------------------
+
+    fn step(&self) -> Option<Step> {
+        self.rec.as_ref().map(|r| r.step)
+    }
+
     fn rec(&self) -> &Record {
-        self.update.record.as_ref().expect("an update is in flight")
+        self.rec.as_ref().expect("an update is in flight")
     }
 
     fn rec_mut(&mut self) -> &mut Record {
-        self.update.record.as_mut().expect("an update is in flight")
+        self.rec.as_mut().expect("an update is in flight")
     }
 
-    /// Whether `id` is the update in flight (worker reports may be stale).
-    fn current_id(&self, id: &str) -> bool {
-        self.update
-            .record
-            .as_ref()
-            .is_some_and(|r| r.id == id && r.in_flight())
+    /// The record as it is now (in memory).
+    pub fn record(&self) -> Option<&Record> {
+        self.rec.as_ref()
     }
 
-    /// Announce a step durably. A journal that cannot be written stops the
-    /// update where it is safest (see `journal_failed`).
-    fn advance(&mut self, state: State, step: Step) -> bool {
-        let rec = self.rec_mut();
-        rec.state = state;
-        rec.step = step;
-        let mut rec = rec.clone();
-        if state.is_terminal() {
-            match state {
-                State::Updated => self.update.counters.updated += 1,
-                _ => self.update.counters.failed += 1,
-            }
-            self.update.counters.last_update_seconds = humantime::parse_rfc3339(&rec.created_at)
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .map(|d| d.as_secs_f64());
-        }
-        match self.update.journal.write(&mut rec) {
-            Ok(()) => {
-                log::info!(
-                    "update {} -> {}: {} ({})",
-                    rec.previous_version.as_deref().unwrap_or("?"),
-                    rec.target.version,
-                    state.as_str(),
-                    step.as_str()
-                );
-                self.update.record = Some(rec);
-                true
-            }
-            Err(e) => {
-                log::error!("update journal: {e}");
-                self.update.record = Some(rec);
-                false
-            }
-        }
-    }
-
-    fn spawn_worker<F>(&self, name: &str, f: F)
-    where
-        F: FnOnce() -> UpdateEvent + Send + 'static,
-    {
-        let tx = self.tx.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("update-{name}"))
-            .spawn(move || {
-                let _ = tx.send(Event::Update(f()));
-            });
-        if let Err(e) = spawned {
-            log::error!("start update worker {name}: {e}");
-        }
+    pub fn in_flight(&self) -> bool {
+        self.rec.as_ref().is_some_and(|r| r.in_flight())
     }
 
     /// Whether an update is between stopping the old agent and its end (a
     /// re-exec waits for that).
-    pub(crate) fn update_busy(&self) -> bool {
-        self.update
-            .record
+    pub fn switching(&self) -> bool {
+        self.rec
             .as_ref()
-            .is_some_and(|r| r.in_flight() && r.state == State::Updating)
+            .is_some_and(|r| r.in_flight() && r.step >= Step::StopOld)
     }
 
-    // ----- requests -------------------------------------------------------
-
-    /// Remember a refusal for the status document.
-    pub(crate) fn note_refusal(&mut self, err: &ApiError) {
-        self.update.last_refusal = Some(json!({
-            "name": err.name,
-            "message": err.message,
-            "at": store::now_rfc3339(),
-        }));
+    /// Whether an exit of the agent now is the machine's to handle (the new
+    /// build is being started or checked), rather than the exit-code
+    /// contract's.
+    pub fn takes_agent_exit(&self) -> bool {
+        matches!(
+            self.step(),
+            Some(Step::StopOld | Step::HealthGate | Step::RollbackStart | Step::RollbackGate)
+        )
     }
 
-    fn in_flight_error(&self) -> Option<ApiError> {
-        let r = self.update.record.as_ref()?;
-        r.in_flight().then(|| {
-            ApiError::ecs(
-                UpdateInProgressException,
-                format!(
-                    "an update to {} is already {} ({}) since {}",
-                    r.target.version,
-                    r.state.as_str(),
-                    r.step.as_str(),
-                    r.created_at
-                ),
-            )
+    /// Versions housekeeping must keep while an update is in flight.
+    pub fn in_flight_versions(&self) -> Vec<String> {
+        match &self.rec {
+            Some(r) if r.in_flight() => std::iter::once(r.target.version.clone())
+                .chain(r.previous_version.clone())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn quarantine(&self) -> &Quarantine {
+        &self.quarantine
+    }
+
+    /// A request refused before it reached the machine (a bad manifest, a
+    /// bad source): shown in `status` as the last refusal.
+    pub fn note_refusal(&mut self, e: &crate::error::ApiError) {
+        if let Some(name) = e.ecs_name() {
+            self.last_refusal = Some(refusal(name, e.message.clone()));
+        }
+    }
+
+    /// The update's part of the status document.
+    pub fn status(&self) -> UpdateStatus {
+        UpdateStatus {
+            state: self.rec.as_ref().map(|r| r.state()),
+            record: self.rec.as_ref().map(RecordView::of),
+            bytes_done: self.progress.map(|p| p.0),
+            bytes_total: self.progress.map(|p| p.1),
+            last_refusal: self.last_refusal.clone(),
+            counters: self.counters.clone(),
+            quarantined: self.quarantine.versions().clone(),
+            history: self.history.iter().cloned().collect(),
+        }
+    }
+
+    fn is_agent_update(&self, signature: &str) -> bool {
+        self.rec.as_ref().is_some_and(|r| {
+            r.origin == Origin::Agent
+                && r.target.sha256 == signature
+                && (r.in_flight() || r.step == Step::Updated)
         })
     }
 
+    fn in_flight_refusal(&self) -> Refusal {
+        let r = self.rec();
+        refusal(
+            UpdateInProgressException,
+            format!(
+                "an update to {} is already {} ({}) since {}",
+                r.target.version,
+                r.state().as_str(),
+                r.step.as_str(),
+                r.created_at
+            ),
+        )
+    }
+
+    fn perform_refusal(&self, signature: &str) -> Refusal {
+        refusal(
+            InvalidParameterException,
+            match &self.rec {
+                Some(r) if r.in_flight() => format!(
+                    "signature {signature} does not match the update in flight ({}, sha256 {})",
+                    r.state().as_str(),
+                    r.target.sha256
+                ),
+                _ => format!("no update with signature {signature} is staged"),
+            },
+        )
+    }
+
     /// The running build's version, or `MissingVersionException`.
-    fn running_version(&self) -> std::result::Result<(String, semver::Version), ApiError> {
-        let store = Store::new(&self.paths);
-        let Some(build) = store.current() else {
-            return Err(ApiError::ecs(
+    fn running_version(&self, w: &dyn World) -> Result<(String, semver::Version), Refusal> {
+        let Some(build) = w.current() else {
+            return Err(refusal(
                 MissingVersionException,
                 "no agent build is current, so its version is unknown",
             ));
         };
-        let v = parse_version(build.version()).map_err(|m| {
-            ApiError::ecs(
+        let v = parse_version(&build.version).map_err(|m| {
+            refusal(
                 MissingVersionException,
                 format!("the current agent build has no usable version: {m}"),
             )
         })?;
-        Ok((build.version().to_string(), v))
+        Ok((build.version, v))
     }
 
     /// Check a target against what runs and the quarantine.
-    fn check_target(&self, target: &Target, force: bool) -> std::result::Result<String, ApiError> {
-        let (cur_name, cur) = self.running_version()?;
-        let tv = parse_version(&target.version)
-            .map_err(|m| ApiError::ecs(InvalidParameterException, m))?;
+    fn check_target(&self, target: &Target, force: bool, w: &dyn World) -> Result<String, Refusal> {
+        let (cur_name, cur) = self.running_version(w)?;
+        let tv =
+            parse_version(&target.version).map_err(|m| refusal(InvalidParameterException, m))?;
         if tv <= cur {
-            return Err(ApiError::ecs(
+            return Err(refusal(
                 NoUpdateAvailableException,
                 format!("the agent already runs {cur}; the available build {tv} is not newer"),
             ));
         }
         if !force {
-            if let Some(q) = quarantine::get(&self.paths, &target.version) {
-                return Err(ApiError::ecs(
+            if let Some(q) = self.quarantine.get(&target.version) {
+                return Err(refusal(
                     NoUpdateAvailableException,
                     format!(
                         "version {} is quarantined since {} ({}); publish a newer build or force it with --force",
@@ -290,548 +826,7 @@ impl Supervisor {
         Ok(cur_name)
     }
 
-    /// Accept an update request: PENDING, then staging.
-    pub(crate) fn begin_update(&mut self, req: Request) -> Reply {
-        let result = self.try_begin_update(req);
-        if let Err(e) = &result {
-            self.note_refusal(e);
-        }
-        result
-    }
-
-    fn try_begin_update(&mut self, req: Request) -> Reply {
-        if self.shutting_down {
-            return Err(ApiError::ecs(ServerException, "the warden is stopping"));
-        }
-        if let Some(r) = &self.update.record {
-            if r.in_flight() && r.state == State::Staged && r.target == req.target && req.perform {
-                // `update` after `stage` of the same build: perform it.
-                self.rec_mut().perform = true;
-                self.begin_perform();
-                return Ok(self.update_status());
-            }
-        }
-        if let Some(e) = self.in_flight_error() {
-            return Err(e);
-        }
-        let previous = if req.target.version.is_empty() {
-            // An agent's stage call without a version: checked once the
-            // build is downloaded and its version known.
-            self.running_version()?.0
-        } else {
-            self.check_target(&req.target, req.force)?
-        };
-        let mut rec = Record::new(req.origin, req.target, req.source, req.perform);
-        rec.force = req.force;
-        rec.previous_version = Some(previous);
-        self.update.record = Some(rec);
-        self.update.progress = None;
-        if !self.advance(State::Pending, Step::Accepted) {
-            self.update.record = self.update.journal.load().ok().flatten();
-            return Err(ApiError::ecs(
-                ServerException,
-                "cannot write the update journal; see the warden's log",
-            ));
-        }
-        self.failpoint("after-pending");
-        self.start_staging();
-        Ok(self.update_status())
-    }
-
-    /// `ecs-warden rollback`: back to the previous build.
-    pub(crate) fn begin_operator_rollback(&mut self, keep_data: bool) -> Reply {
-        let result = self.try_operator_rollback(keep_data);
-        if let Err(e) = &result {
-            self.note_refusal(e);
-        }
-        result
-    }
-
-    fn try_operator_rollback(&mut self, keep_data: bool) -> Reply {
-        if let Some(e) = self.in_flight_error() {
-            return Err(e);
-        }
-        let store = Store::new(&self.paths);
-        let (cur_name, _) = self.running_version()?;
-        let prev = store
-            .previous()
-            .filter(|p| p.version() != cur_name)
-            .ok_or_else(|| {
-                ApiError::ecs(
-                    InvalidParameterException,
-                    "there is no previous build to roll back to",
-                )
-            })?;
-        let target = Target {
-            version: prev.version().to_string(),
-            git_hash: prev.artifact.git_hash.clone(),
-            url: format!("file://{}", prev.executable().display()),
-            sha256: prev.artifact.sha256.clone(),
-            size: prev.artifact.size,
-        };
-        let mut rec = Record::new(Origin::Rollback, target, "rollback".into(), true);
-        rec.previous_version = Some(cur_name);
-        rec.restore_data = !keep_data;
-        self.update.record = Some(rec);
-        if !self.advance(State::Pending, Step::Accepted) {
-            return Err(ApiError::ecs(
-                ServerException,
-                "cannot write the update journal; see the warden's log",
-            ));
-        }
-        self.rec_mut().attempts += 1;
-        self.record_tasks();
-        Ok(self.update_status())
-    }
-
-    /// The agent's stage call: download `location`, verify it against
-    /// `signature` (a SHA-256), stop at STAGED. Repeating the same call is
-    /// idempotent, also once that update is UPDATED (an agent re-sending a
-    /// stage whose answer it lost gets the same answer); a different one
-    /// while an update is in flight is refused.
-    pub(crate) fn begin_agent_stage(
-        &mut self,
-        location: String,
-        signature: String,
-        version: Option<String>,
-    ) -> Reply {
-        if let Some(r) = &self.update.record {
-            let same = r.origin == Origin::Agent && r.target.sha256 == signature;
-            if same && (r.in_flight() || r.state == State::Updated) {
-                return Ok(self.update_status());
-            }
-        }
-        let target = Target {
-            version: version.unwrap_or_default(),
-            git_hash: None,
-            url: location,
-            sha256: signature,
-            size: 0,
-        };
-        let req = Request {
-            source: "the agent's stage call".into(),
-            target,
-            origin: Origin::Agent,
-            perform: false,
-            force: false,
-        };
-        self.begin_update(req)
-    }
-
-    /// The agent's perform call: perform what it staged (same signature).
-    pub(crate) fn agent_perform(&mut self, signature: String) -> Reply {
-        let staged = self.update.record.as_ref().filter(|r| {
-            r.origin == Origin::Agent
-                && r.target.sha256 == signature
-                && (r.in_flight() || r.state == State::Updated)
-        });
-        let Some(r) = staged else {
-            let e = ApiError::ecs(
-                InvalidParameterException,
-                match &self.update.record {
-                    Some(r) if r.in_flight() => format!(
-                        "signature {signature} does not match the update in flight ({}, sha256 {})",
-                        r.state.as_str(),
-                        r.target.sha256
-                    ),
-                    _ => format!("no update with signature {signature} is staged"),
-                },
-            );
-            self.note_refusal(&e);
-            return Err(e);
-        };
-        match r.state {
-            State::Staged => {
-                self.rec_mut().perform = true;
-                self.begin_perform();
-            }
-            State::Pending | State::Staging => {
-                // Perform as soon as the download is verified.
-                self.rec_mut().perform = true;
-                let mut rec = self.rec().clone();
-                if let Err(e) = self.update.journal.write(&mut rec) {
-                    log::error!("update journal: {e}");
-                }
-                self.update.record = Some(rec);
-            }
-            _ => {} // already performing
-        }
-        Ok(self.update_status())
-    }
-
-    // ----- staging --------------------------------------------------------
-
-    fn start_staging(&mut self) {
-        let target = self.rec().target.clone();
-        if let Some(b) = Store::new(&self.paths)
-            .build(&target.version)
-            .filter(|_| !target.version.is_empty())
-        {
-            if b.artifact.sha256 == target.sha256 {
-                log::info!("build {} is already in the store", target.version);
-                if self.advance(State::Staged, Step::Staged) {
-                    self.after_staged();
-                }
-                return;
-            }
-            // The install would refuse it after the whole download.
-            return self.fail(failure(
-                ClientException,
-                "conflict",
-                format!(
-                    "build {} is already installed at {} with a different sha256 ({}, the manifest says {}); publish the change as a new version, or remove that directory first",
-                    target.version,
-                    self.paths.display_rel(&b.dir),
-                    b.artifact.sha256,
-                    target.sha256
-                ),
-            ));
-        }
-        if !self.advance(State::Staging, Step::Downloading) {
-            return self.fail(failure(
-                ServerException,
-                "journal",
-                "cannot write the update journal",
-            ));
-        }
-        let id = self.rec().id.clone();
-        let source = self.rec().source.clone();
-        let paths = self.paths.clone();
-        let cfg = self.cfg.clone();
-        let tx = self.tx.clone();
-        self.update.progress = Some((0, target.size));
-        self.update.progress_seen = 0;
-        self.spawn_worker("download", move || {
-            let partial = paths.partial(&target.key());
-            let mut job = download::Job {
-                partial: partial.clone(),
-                target: target.clone(),
-                proxy: &cfg.proxy,
-                cfg: &cfg.update,
-            };
-            let progress_id = id.clone();
-            let mut progress = |done: u64, total: u64| {
-                if done * 2 >= total && done < total {
-                    crate::failpoint::hit("mid-download");
-                }
-                let _ = tx.send(Event::Update(UpdateEvent::Progress {
-                    id: progress_id.clone(),
-                    done,
-                    total,
-                }));
-            };
-            let result = download::run(&mut job, &mut progress)
-                .map_err(|e| match e {
-                    DlError::Fatal(m) => failure(ClientException, "download", m),
-                    DlError::Disk(m) => failure(ServerException, "disk", m),
-                    DlError::Retry(m) => failure(ServerException, "download", m),
-                })
-                .and_then(|size| {
-                    let mut learned = target.clone();
-                    learned.size = size;
-                    if learned.version.is_empty() {
-                        let (v, h) = probe_partial(&partial)
-                            .map_err(|m| failure(ClientException, "verify", m))?;
-                        learned.version = v;
-                        learned.git_hash = learned.git_hash.or(h);
-                    }
-                    let artifact = Artifact {
-                        version: learned.version.clone(),
-                        git_hash: learned.git_hash.clone(),
-                        sha256: learned.sha256.clone(),
-                        size: learned.size,
-                        source: format!("{} ({})", learned.url, source),
-                        installed_at: store::now_rfc3339(),
-                    };
-                    Store::new(&paths)
-                        .install(&partial, &artifact, true)
-                        .map(|_| learned)
-                        .map_err(|e| failure(ServerException, "disk", e.to_string()))
-                });
-            UpdateEvent::Staged { id, result }
-        });
-    }
-
-    fn after_staged(&mut self) {
-        self.failpoint("after-staged");
-        self.update.progress = None;
-        if self.rec().perform {
-            self.begin_perform();
-        } else {
-            log::info!(
-                "build {} is staged; waiting for perform",
-                self.rec().target.version
-            );
-        }
-    }
-
-    // ----- perform --------------------------------------------------------
-
-    fn begin_perform(&mut self) {
-        self.rec_mut().attempts += 1;
-        if self.rec().attempts > MAX_ATTEMPTS {
-            return self.fail(failure(
-                ServerException,
-                "interrupted",
-                format!(
-                    "the update was interrupted {MAX_ATTEMPTS} times before the switch; giving up"
-                ),
-            ));
-        }
-        if !self.advance(State::Updating, Step::Reverify) {
-            return self.fail(failure(
-                ServerException,
-                "journal",
-                "cannot write the update journal",
-            ));
-        }
-        let id = self.rec().id.clone();
-        let target = self.rec().target.clone();
-        let exe = self
-            .paths
-            .build_dir(&target.version)
-            .join(crate::paths::AGENT_FILE);
-        self.spawn_worker("reverify", move || {
-            let result = match store::hash_file(&exe) {
-                Ok((sha, size)) if sha == target.sha256 && size == target.size => Ok(()),
-                Ok((sha, size)) => Err(failure(
-                    ClientException,
-                    "verify",
-                    format!(
-                        "the staged build {} changed on disk: {size} bytes hashing to {sha}, expected {} bytes hashing to {}",
-                        exe.display(),
-                        target.size,
-                        target.sha256
-                    ),
-                )),
-                Err(e) => Err(failure(ServerException, "verify", e.to_string())),
-            };
-            UpdateEvent::Reverified { id, result }
-        });
-    }
-
-    fn record_tasks(&mut self) {
-        if !self.advance(State::Updating, Step::RecordTasks) {
-            return self.fail(failure(
-                ServerException,
-                "journal",
-                "cannot write the update journal",
-            ));
-        }
-        let id = self.rec().id.clone();
-        if !self.agent_running() {
-            log::warn!(
-                "the agent is not running, so its tasks cannot be recorded before the update"
-            );
-            let _ = self.tx.send(Event::Update(UpdateEvent::Tasks {
-                id,
-                result: Ok(Vec::new()),
-            }));
-            return;
-        }
-        let ep = self.cfg.introspection.clone();
-        let timeout = self.cfg.update.health_timeout;
-        self.spawn_worker("tasks", move || UpdateEvent::Tasks {
-            id,
-            result: gate::record_tasks(&ep, timeout),
-        });
-    }
-
-    fn after_tasks(&mut self, tasks: Vec<TaskRecord>) {
-        log::info!("{} task(s) RUNNING before the switch", tasks.len());
-        self.rec_mut().tasks_before = tasks;
-        if self.rec().origin == Origin::Rollback {
-            return self.rollback_stop();
-        }
-        if !self.advance(State::Updating, Step::StopOld) {
-            return self.fail(failure(
-                ServerException,
-                "journal",
-                "cannot write the update journal",
-            ));
-        }
-        if !self.stop_agent(StopFor::Update) {
-            self.on_agent_stopped_for(StopFor::Update);
-        }
-    }
-
-    /// The old (or, rolling back, the new) agent has exited.
-    pub(crate) fn on_agent_stopped_for(&mut self, purpose: StopFor) {
-        if self.shutting_down {
-            // Leave the journal where it is; the next start resumes.
-            self.exit = Some(crate::exit::Exit::Ok);
-            return;
-        }
-        match purpose {
-            StopFor::Update => {
-                self.failpoint("after-stop-old");
-                self.take_snapshot();
-            }
-            StopFor::Rollback => self.rollback_switch(),
-            StopFor::Shutdown => {}
-        }
-    }
-
-    fn snapshot_path(&self, version: &str) -> PathBuf {
-        self.paths.build_dir(version).join(SNAPSHOT_DIR)
-    }
-
-    /// Snapshot the data of the stopped old agent. Part of the `stop-old`
-    /// step: no journal write of its own (see `switch_and_start`).
-    fn take_snapshot(&mut self) {
-        let id = self.rec().id.clone();
-        let prev = self.rec().previous_version.clone().unwrap_or_default();
-        let data = self.paths.data_dir.clone();
-        let dest = self.snapshot_path(&prev);
-        self.spawn_worker("snapshot", move || UpdateEvent::Snapshot {
-            id,
-            result: snapshot::take(&data, &dest).map_err(|e| e.to_string()),
-        });
-    }
-
-    /// Switch `current` to the new build and start it.
-    ///
-    /// The `stop-old` record, written before the old agent was signalled,
-    /// announces the whole window: stop, snapshot, switch, start. Each part
-    /// is idempotent and where it got to is visible on disk (`current` is
-    /// switched by one rename, and only after the snapshot is complete), so
-    /// recovery needs no record per part, and the agent's downtime holds no
-    /// journal write at all. The store's directory is fsynced once the new
-    /// agent runs, before the gate can pass.
-    fn switch_and_start(&mut self) {
-        self.failpoint("after-snapshot");
-        let target = self.rec().target.version.clone();
-        let store = Store::new(&self.paths);
-        if store.link_name(&self.paths.current()).as_deref() != Some(target.as_str()) {
-            if let Err(e) = store.switch_current_unsynced(&target) {
-                return self.rollback(failure(ServerException, "switch", e.to_string()));
-            }
-        }
-        self.failpoint("after-switch");
-        self.start_agent();
-        if let Err(e) = Store::new(&self.paths).sync() {
-            log::error!("{e}");
-        }
-        if !self.agent_running() {
-            return self.rollback(failure(
-                ServerException,
-                "start",
-                format!("build {target} could not be started"),
-            ));
-        }
-        self.failpoint("after-start-new");
-        self.run_gate(Step::HealthGate, target);
-    }
-
-    /// Rolling back: start the build rolled back to and run its gate.
-    fn rollback_start(&mut self, version: String) {
-        if !self.advance(State::Updating, Step::RollbackStart) {
-            log::error!("rollback: the journal could not be written; going on");
-        }
-        self.start_agent();
-        if !self.agent_running() {
-            return self.finish_rollback(Err(format!("build {version} could not be started")));
-        }
-        self.failpoint("after-rollback-start");
-        self.run_gate(Step::RollbackGate, version);
-    }
-
-    /// Announce `gate_step` and run the health gate for `version`.
-    fn run_gate(&mut self, gate_step: Step, version: String) {
-        if !self.advance(State::Updating, gate_step) {
-            return self.rollback(failure(
-                ServerException,
-                "journal",
-                "cannot write the update journal",
-            ));
-        }
-        self.update.gate_seq += 1;
-        let seq = self.update.gate_seq;
-        let id = self.rec().id.clone();
-        let spec = gate::Spec {
-            endpoint: self.cfg.introspection.clone(),
-            version,
-            tasks_before: self.rec().tasks_before.clone(),
-            timeout: self.cfg.update.health_timeout,
-            stable: self.cfg.update.health_stable,
-        };
-        self.spawn_worker("gate", move || UpdateEvent::Gate {
-            id,
-            seq,
-            result: gate::run(&spec),
-        });
-        self.failpoint(if gate_step == Step::HealthGate {
-            "during-gate"
-        } else {
-            "during-rollback-gate"
-        });
-    }
-
-    fn updated(&mut self) {
-        let (target, force, origin, left) = {
-            let r = self.rec();
-            (
-                r.target.version.clone(),
-                r.force,
-                r.origin,
-                r.previous_version.clone(),
-            )
-        };
-        if !self.advance(State::Updated, Step::Done) {
-            log::error!("the update succeeded but its journal could not be written");
-        }
-        if force {
-            let _ = quarantine::remove(&self.paths, &target);
-        }
-        if origin == Origin::Rollback {
-            if let Some(left) = left {
-                if let Err(e) = quarantine::add(&self.paths, &left, "rolled back by the operator") {
-                    log::warn!("{e}");
-                }
-            }
-            log::info!("rollback to {target} complete");
-        } else {
-            log::info!("update to {target} complete: UPDATED");
-        }
-        self.housekeeping();
-    }
-
-    /// Fail before anything changed on the host: FAILED, no rollback.
-    fn fail(&mut self, f: Failure) {
-        log::error!("update failed: {}: {}", f.name, f.message);
-        let partial = self.paths.partial(&self.rec().target.key());
-        self.rec_mut().error = Some(f);
-        self.advance(State::Failed, Step::Done);
-        let _ = fs::remove_file(partial);
-        self.update.progress = None;
-        if !self.shutting_down {
-            self.ensure_agent();
-        }
-        self.housekeeping();
-    }
-
-    // ----- rollback -------------------------------------------------------
-
-    /// Something failed after the old agent was stopped: undo.
-    fn rollback(&mut self, f: Failure) {
-        log::error!(
-            "update to {} failed: {}; rolling back to {}",
-            self.rec().target.version,
-            f.message,
-            self.rec().previous_version.as_deref().unwrap_or("?")
-        );
-        self.rec_mut().error = Some(f);
-        self.rollback_stop();
-    }
-
-    fn rollback_stop(&mut self) {
-        self.advance(State::Updating, Step::RollbackStop);
-        if !self.stop_agent(StopFor::Rollback) {
-            self.on_agent_stopped_for(StopFor::Rollback);
-        }
-    }
-
-    /// The version the rollback goes back to.
+    /// The version a rollback goes back to.
     fn rollback_version(&self) -> String {
         let r = self.rec();
         if r.origin == Origin::Rollback {
@@ -841,243 +836,259 @@ impl Supervisor {
         }
     }
 
-    fn rollback_switch(&mut self) {
-        self.advance(State::Updating, Step::RollbackSwitch);
-        self.failpoint("during-rollback");
-        let back_to = self.rollback_version();
-        let store = Store::new(&self.paths);
-        let result = if self.rec().origin == Origin::Rollback {
-            // Swap: the build we leave becomes `previous`.
-            let leaving = self.rec().previous_version.clone().unwrap_or_default();
-            store
-                .point_current(&back_to)
-                .and_then(|_| store.point_previous(&leaving))
-        } else {
-            store.point_current(&back_to)
-        };
-        if let Err(e) = result {
-            // Without a switch there is nothing sensible left to try: keep
-            // supervising whatever `current` is and report.
-            log::error!("rollback: {e}");
-            return self.finish_rollback(Err(format!("could not switch back to {back_to}: {e}")));
+    // ----- effects with an outcome ----------------------------------------
+
+    fn expect(&mut self, wait: Wait, effect: Effect, fx: &mut Vec<Effect>) {
+        debug_assert!(self.wait.is_none(), "already waiting for {:?}", self.wait);
+        self.wait = Some(wait);
+        fx.push(effect);
+    }
+
+    /// Announce `step`: its record goes out; `enter` follows once durable.
+    fn announce(&mut self, step: Step, fx: &mut Vec<Effect>) {
+        self.rec_mut().step = step;
+        if step.is_terminal() {
+            match step {
+                Step::Updated => self.counters.updates.updated += 1,
+                _ => self.counters.updates.failed += 1,
+            }
+            self.counters.last_update_seconds = humantime::parse_rfc3339(&self.rec().created_at)
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs_f64());
         }
-        self.advance(State::Updating, Step::RollbackRestore);
-        let id = self.rec().id.clone();
-        let snap = self.snapshot_path(&back_to);
-        if !self.rec().restore_data || !snap.is_dir() {
-            let _ = self
-                .tx
-                .send(Event::Update(UpdateEvent::Restored { id, result: Ok(()) }));
+        self.write(Write::Enter(step), fx);
+    }
+
+    /// Hand out the record (stamped) for writing.
+    fn write(&mut self, kind: Write, fx: &mut Vec<Effect>) {
+        if kind == Write::Retry && self.journal_retry.is_none() {
             return;
         }
-        let data = self.paths.data_dir.clone();
-        self.spawn_worker("restore", move || UpdateEvent::Restored {
-            id,
-            result: snapshot::restore(&snap, &data).map_err(|e| e.to_string()),
-        });
-    }
-
-    fn after_restore(&mut self, result: std::result::Result<(), String>) {
-        if let Err(e) = result {
-            log::error!("rollback: the data snapshot could not be restored: {e}");
-            let rec = self.rec_mut();
-            if let Some(err) = &mut rec.error {
-                err.message
-                    .push_str(&format!("; the data snapshot could not be restored: {e}"));
-            }
-        }
-        let back_to = self.rollback_version();
-        self.rollback_start(back_to);
-    }
-
-    /// The rollback's gate reported (or the rollback could not go on).
-    fn finish_rollback(&mut self, gate: std::result::Result<(), String>) {
-        let origin = self.rec().origin;
-        if origin == Origin::Rollback && gate.is_ok() && self.rec().error.is_none() {
-            return self.updated();
-        }
-        let failed = self.rec().target.version.clone();
         let rec = self.rec_mut();
-        let mut err = rec.error.clone().unwrap_or_else(|| {
-            failure(ServerException, "rollback", "the rollback did not complete")
-        });
-        if let Err(e) = &gate {
-            err.message.push_str(&format!(
-                "; after the rollback the previous build is not healthy either: {e}"
-            ));
+        rec.updated_at = now_rfc3339();
+        if rec.step.is_terminal() && rec.finished_at.is_none() {
+            rec.finished_at = Some(rec.updated_at.clone());
         }
-        rec.error = Some(err.clone());
-        self.advance(State::Failed, Step::Done);
-        if origin != Origin::Rollback {
-            if let Err(e) = quarantine::add(
-                &self.paths,
-                &failed,
-                &format!("{}: {}", err.reason, err.message),
-            ) {
-                log::warn!("{e}");
-            }
-            log::error!("update to {failed} FAILED and was rolled back; {failed} is quarantined");
-        }
-        self.housekeeping();
+        let rec = rec.clone();
+        self.expect(Wait::Record(kind), Effect::Record(rec), fx);
     }
 
-    // ----- events ---------------------------------------------------------
-
-    pub(crate) fn on_update_event(&mut self, ev: UpdateEvent) {
-        match ev {
-            UpdateEvent::Exit42 { result } => self.on_exit_42_target(result),
-            UpdateEvent::Progress { id, done, total } => {
-                if self.current_id(&id) {
-                    if done > self.update.progress_seen {
-                        self.update.counters.downloaded_bytes += done - self.update.progress_seen;
-                    }
-                    self.update.progress_seen = done;
-                    self.update.progress = Some((done, total));
-                }
-            }
-            UpdateEvent::Staged { id, result } => {
-                if !self.current_id(&id) || self.rec().step != Step::Downloading {
-                    return;
-                }
-                match result {
-                    Ok(learned) => {
-                        let was_unknown = self.rec().target.version.is_empty();
-                        self.rec_mut().target = learned.clone();
-                        if was_unknown {
-                            // Only now is the version known: the checks a
-                            // request with a version gets up front.
-                            if let Err(e) = self.check_target(&learned, self.rec().force) {
-                                return self.fail(failure(
-                                    EcsErrorName::parse(&e.name).unwrap_or(ClientException),
-                                    "refused",
-                                    e.message,
-                                ));
-                            }
-                        }
-                        if self.advance(State::Staged, Step::Staged) {
-                            self.after_staged();
-                        } else {
-                            self.fail(failure(
-                                ServerException,
-                                "journal",
-                                "cannot write the update journal",
-                            ));
-                        }
-                    }
-                    Err(f) => self.fail(f),
-                }
-            }
-            UpdateEvent::Reverified { id, result } => {
-                if !self.current_id(&id) || self.rec().step != Step::Reverify {
-                    return;
-                }
-                match result {
-                    Ok(()) => self.record_tasks(),
-                    Err(f) => {
-                        let dir = self.paths.build_dir(&self.rec().target.version);
-                        let _ = fs::remove_dir_all(dir);
-                        self.fail(f)
-                    }
-                }
-            }
-            UpdateEvent::Tasks { id, result } => {
-                if !self.current_id(&id) || self.rec().step != Step::RecordTasks {
-                    return;
-                }
-                match result {
-                    Ok(tasks) => self.after_tasks(tasks),
-                    Err(e) => self.fail(failure(
-                        ServerException,
-                        "record-tasks",
-                        format!("cannot read the running agent's tasks: {e}"),
-                    )),
-                }
-            }
-            UpdateEvent::Snapshot { id, result } => {
-                if !self.current_id(&id) || self.rec().step != Step::StopOld {
-                    return;
-                }
-                match result {
-                    Ok(()) => self.switch_and_start(),
-                    Err(e) => self.rollback(failure(ServerException, "snapshot", e)),
-                }
-            }
-            UpdateEvent::Restored { id, result } => {
-                if !self.current_id(&id) || self.rec().step != Step::RollbackRestore {
-                    return;
-                }
-                self.after_restore(result);
-            }
-            UpdateEvent::Gate { id, seq, result } => {
-                if !self.current_id(&id) || seq != self.update.gate_seq {
-                    return;
-                }
-                match (self.rec().step, result) {
-                    (Step::HealthGate, Ok(())) => self.updated(),
-                    (Step::HealthGate, Err(e)) => {
-                        self.rollback(failure(ServerException, "health-gate", e))
-                    }
-                    (Step::RollbackGate, r) => self.finish_rollback(r),
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// The agent exited on its own while an update was in flight. Returns
-    /// true when the machine took it over.
-    pub(crate) fn on_agent_exit_during_update(
-        &mut self,
-        version: &str,
-        ended: crate::supervisor::Ended,
-    ) -> bool {
-        let Some(r) = &self.update.record else {
-            return false;
+    /// The record handed out is durable.
+    fn recorded(&mut self, w: &dyn World, fx: &mut Vec<Effect>) {
+        let Some(Wait::Record(kind)) = self.settled.take() else {
+            return;
         };
-        if !r.in_flight() {
-            return false;
+        let rec = self.rec().clone();
+        self.history.push_back(HistoryLine::of(&rec));
+        while self.history.len() > HISTORY_LINES {
+            self.history.pop_front();
         }
-        match r.step {
-            Step::StopOld | Step::HealthGate => {
-                self.update.gate_seq += 1; // the running gate is moot
-                self.rollback(failure(
-                    ServerException,
-                    "crash",
-                    format!("the new agent {version} {ended} during the health gate"),
-                ));
-                true
+        self.durable = Some(rec.clone());
+        match kind {
+            Write::Enter(step) => {
+                log::info!(
+                    "update {} -> {}: {} ({})",
+                    rec.previous_version.as_deref().unwrap_or("?"),
+                    rec.target.version,
+                    rec.state().as_str(),
+                    rec.step.as_str()
+                );
+                self.enter(step, w, fx)
             }
-            Step::RollbackStart | Step::RollbackGate => {
-                self.update.gate_seq += 1;
-                self.finish_rollback(Err(format!("agent {version} {ended}")));
-                false
+            Write::Amend => {}
+            Write::Retry => {
+                self.journal_retry = None;
+                log::info!(
+                    "the update journal is writable again: recorded {} ({})",
+                    rec.state().as_str(),
+                    rec.step.as_str()
+                );
+                if !rec.in_flight() {
+                    fx.push(Effect::Housekeeping);
+                }
             }
-            _ => false,
         }
     }
 
-    /// Exit code 42: the agent staged an update itself (`desired-image`).
-    /// The file check and hash run on a worker (a build may be large); the
-    /// agent stays down meanwhile, as it asked.
-    pub(crate) fn on_exit_42(&mut self) {
-        if !self.paths.desired_image().exists() {
-            log::info!(
-                "no update is staged (no {}); restarting the agent",
-                self.paths.display_rel(&self.paths.desired_image())
-            );
-            return self.start_agent();
+    /// The record handed out could not be written. A new request is
+    /// refused as if it never came; otherwise the update stops where it
+    /// is (see the module doc) and the write is retried.
+    fn not_recorded(&mut self, err: String, w: &dyn World, fx: &mut Vec<Effect>) {
+        let Some(Wait::Record(kind)) = self.settled.take() else {
+            return;
+        };
+        let rec = self.rec().clone();
+        match kind {
+            Write::Enter(Step::Accepted) => {
+                // Only a new request announces PENDING: as if it never came.
+                log::error!("update journal: {err}; the request is refused");
+                let (before, retry) = self.replaced.take().unwrap_or_default();
+                self.rec = before;
+                self.journal_retry = retry;
+                if let Some(d) = retry {
+                    fx.push(Effect::RetryJournalIn(d));
+                }
+                self.progress = None;
+                self.refuse(
+                    refusal(
+                        ServerException,
+                        format!("cannot write the update journal: {err}"),
+                    ),
+                    fx,
+                );
+                return;
+            }
+            Write::Retry => {
+                let next = self
+                    .journal_retry
+                    .unwrap_or(JOURNAL_RETRY_MIN)
+                    .saturating_mul(2)
+                    .min(JOURNAL_RETRY_MAX);
+                log::warn!("update journal: still not writable: {err}");
+                self.journal_retry = Some(next);
+                fx.push(Effect::RetryJournalIn(next));
+                return;
+            }
+            Write::Enter(step) if step.is_terminal() => {
+                log::error!(
+                    "the update to {} ended {}, but the journal cannot record it: {err}; retrying",
+                    rec.target.version,
+                    rec.state().as_str()
+                );
+                if step == Step::Failed {
+                    self.leave_failed(w, fx);
+                }
+            }
+            Write::Enter(step) => self.stop_unrecorded(step, &err, w, fx),
+            Write::Amend => self.stop_unrecorded(rec.step, &err, w, fx),
         }
-        let paths = self.paths.clone();
-        self.spawn_worker("exit-42", move || UpdateEvent::Exit42 {
-            result: exit_42_target(&paths),
-        });
+        self.journal_retry = Some(JOURNAL_RETRY_MIN);
+        fx.push(Effect::RetryJournalIn(JOURNAL_RETRY_MIN));
+        fx.push(Effect::Refuse(refusal(
+            ServerException,
+            format!("cannot write the update journal: {err}"),
+        )));
     }
 
-    fn on_exit_42_target(&mut self, result: std::result::Result<Option<Target>, String>) {
-        if self.shutting_down || !matches!(self.agent, crate::supervisor::AgentState::Down) {
+    /// `step` could not be recorded: FAILED in memory, an agent running
+    /// from whatever `current` names.
+    fn stop_unrecorded(&mut self, step: Step, err: &str, w: &dyn World, fx: &mut Vec<Effect>) {
+        let running = match w.current() {
+            Some(b) => format!("; agent build {} (current) is kept running", b.version),
+            None => String::new(),
+        };
+        let before = match &self.rec().error {
+            Some(e) => format!(
+                " (it was rolling back after {}: {})",
+                e.reason.as_str(),
+                e.message
+            ),
+            None => String::new(),
+        };
+        let f = failure(
+            ServerException,
+            Reason::Journal,
+            format!(
+                "cannot record step {} in the update journal: {err}; the update stopped there{running}{before}",
+                step.as_str()
+            ),
+        );
+        log::error!(
+            "update to {} stopped: {}",
+            self.rec().target.version,
+            f.message
+        );
+        self.rec_mut().error = Some(f);
+        self.rec_mut().step = Step::Failed;
+        self.counters.updates.failed += 1;
+        let rec = self.rec_mut();
+        rec.updated_at = now_rfc3339();
+        rec.finished_at = Some(rec.updated_at.clone());
+        self.leave_failed(w, fx);
+    }
+
+    fn refuse(&mut self, r: Refusal, fx: &mut Vec<Effect>) {
+        self.last_refusal = Some(r.clone());
+        fx.push(Effect::Refuse(r));
+    }
+
+    fn set_error(&mut self, f: Failure) {
+        let rec = self.rec_mut();
+        if rec.error.is_none() {
+            rec.error = Some(f);
+        }
+    }
+
+    // ----- accepting ------------------------------------------------------
+
+    fn accept(&mut self, req: Request, w: &dyn World, fx: &mut Vec<Effect>) -> Result<(), Refusal> {
+        let previous = if req.target.version.is_empty() {
+            // An agent's stage call without a version: checked once the
+            // build is downloaded and its version known.
+            self.running_version(w)?.0
+        } else {
+            self.check_target(&req.target, req.force, w)?
+        };
+        let mut rec = Record::new(req.origin, req.target, req.source, req.perform);
+        rec.force = req.force;
+        rec.previous_version = Some(previous);
+        rec.previous_link = w.previous().map(|b| b.version);
+        self.start(rec, fx);
+        Ok(())
+    }
+
+    /// `ecs-warden rollback`: back to the previous build.
+    fn accept_rollback(
+        &mut self,
+        keep_data: bool,
+        w: &dyn World,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), Refusal> {
+        let (cur_name, _) = self.running_version(w)?;
+        let prev = w
+            .previous()
+            .filter(|p| p.version != cur_name)
+            .ok_or_else(|| {
+                refusal(
+                    InvalidParameterException,
+                    "there is no previous build to roll back to",
+                )
+            })?;
+        let target = Target {
+            version: prev.version.clone(),
+            git_hash: prev.git_hash.clone(),
+            url: prev.url.clone(),
+            sha256: prev.sha256.clone(),
+            size: prev.size,
+        };
+        let mut rec = Record::new(Origin::Rollback, target, "rollback".into(), true);
+        rec.previous_version = Some(cur_name);
+        rec.previous_link = Some(prev.version);
+        rec.restore_data = !keep_data;
+        self.start(rec, fx);
+        Ok(())
+    }
+
+    fn start(&mut self, rec: Record, fx: &mut Vec<Effect>) {
+        self.replaced = Some((self.rec.replace(rec), self.journal_retry.take()));
+        self.progress = None;
+        self.quarantine_on_failure = false;
+        self.announce(Step::Accepted, fx);
+    }
+
+    /// What the agent staged before exiting 42, checked: update to it, or
+    /// restart the agent as it was.
+    fn exit_42_target(
+        &mut self,
+        result: Result<Option<Target>, String>,
+        w: &dyn World,
+        fx: &mut Vec<Effect>,
+    ) {
+        if w.stopping() || !w.agent_down() {
             return;
         }
-        match result {
+        let refused = match result {
             Ok(Some(target)) => {
                 let file = target.url.clone();
                 let req = Request {
@@ -1087,300 +1098,390 @@ impl Supervisor {
                     perform: true,
                     force: false,
                 };
-                match self.begin_update(req) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        log::error!(
-                            "the agent's staged update is refused: {}: {}",
-                            e.name,
-                            e.message
-                        );
-                        self.consume_desired_image();
-                        self.start_agent();
-                    }
+                match self.step() {
+                    idle!() => match self.accept(req, w, fx) {
+                        Ok(()) => return,
+                        Err(r) => r,
+                    },
+                    Some(_) => self.in_flight_refusal(),
                 }
             }
             Ok(None) => {
                 log::info!(
                     "no update is staged (no {}); restarting the agent",
-                    self.paths.display_rel(&self.paths.desired_image())
+                    w.desired_image_path()
                 );
-                self.start_agent();
+                fx.push(Effect::StartAgent);
+                return;
             }
             Err(e) => {
                 log::error!("the agent's staged update is unusable: {e}");
-                self.consume_desired_image();
-                self.start_agent();
+                fx.push(Effect::ConsumeDesiredImage);
+                fx.push(Effect::StartAgent);
+                return;
+            }
+        };
+        log::error!(
+            "the agent's staged update is refused: {}: {}",
+            refused.name,
+            refused.message
+        );
+        fx.push(Effect::ConsumeDesiredImage);
+        fx.push(Effect::StartAgent);
+    }
+
+    // ----- entering a recorded step ---------------------------------------
+
+    /// `step` is durable: start its work.
+    fn enter(&mut self, step: Step, w: &dyn World, fx: &mut Vec<Effect>) {
+        use Step::*;
+        let id = self.rec().id.clone();
+        match step {
+            Accepted => {
+                if self.rec().origin == Origin::Rollback {
+                    self.rec_mut().attempts += 1;
+                    self.announce(RecordTasks, fx);
+                } else {
+                    fx.push(Effect::Failpoint("after-pending"));
+                    self.begin_staging(w, fx);
+                }
+                fx.push(Effect::Answer);
+            }
+            Downloading => {
+                let r = self.rec();
+                let (target, source) = (r.target.clone(), r.source.clone());
+                self.progress = Some((0, target.size));
+                self.progress_seen = 0;
+                fx.push(Effect::Work(Work::Download { id, target, source }));
+            }
+            Staged => {
+                fx.push(Effect::Failpoint("after-staged"));
+                self.progress = None;
+                if self.rec().perform {
+                    self.begin_perform(fx);
+                } else {
+                    log::info!(
+                        "build {} is staged; waiting for perform",
+                        self.rec().target.version
+                    );
+                }
+            }
+            Reverify => {
+                let target = self.rec().target.clone();
+                fx.push(Effect::Work(Work::Reverify { id, target }));
+            }
+            RecordTasks => {
+                if w.agent_running() {
+                    fx.push(Effect::Work(Work::RecordTasks { id }));
+                } else {
+                    log::warn!(
+                        "the agent is not running, so its tasks cannot be recorded before the update"
+                    );
+                    self.after_tasks(Vec::new(), fx);
+                }
+            }
+            StopOld | RollbackStop => self.expect(Wait::Stop, Effect::StopAgent, fx),
+            HealthGate | RollbackGate => {
+                self.gate_seq += 1;
+                let version = if step == HealthGate {
+                    self.rec().target.version.clone()
+                } else {
+                    self.rollback_version()
+                };
+                fx.push(Effect::Work(Work::Gate {
+                    id,
+                    seq: self.gate_seq,
+                    version,
+                    tasks_before: self.rec().tasks_before.clone(),
+                }));
+                fx.push(Effect::Failpoint(if step == HealthGate {
+                    "during-gate"
+                } else {
+                    "during-rollback-gate"
+                }));
+            }
+            RollbackSwitch => {
+                fx.push(Effect::Failpoint("during-rollback"));
+                let r = self.rec();
+                let back = self.rollback_version();
+                let previous = if r.origin == Origin::Rollback {
+                    // Swap: the build we leave becomes `previous`.
+                    Link::Set(r.previous_version.clone().unwrap_or_default())
+                } else {
+                    // As before the update.
+                    match r.previous_link.clone() {
+                        Some(p) if p != back => Link::Set(p),
+                        _ => Link::Remove,
+                    }
+                };
+                self.expect(
+                    Wait::Switch,
+                    Effect::Switch {
+                        current: back,
+                        previous,
+                        durable: true,
+                    },
+                    fx,
+                );
+            }
+            RollbackRestore => {
+                let back = self.rollback_version();
+                if self.rec().restore_data && w.has_snapshot(&back) {
+                    fx.push(Effect::Work(Work::Restore { id, version: back }));
+                } else {
+                    self.after_restore(Ok(()), fx);
+                }
+            }
+            RollbackStart => self.expect(Wait::Start, Effect::StartAgent, fx),
+            Updated => self.updated(fx),
+            Failed => {
+                self.leave_failed(w, fx);
+                if self.quarantine_on_failure {
+                    let r = self.rec();
+                    let (v, why) = match &r.error {
+                        Some(e) => (
+                            r.target.version.clone(),
+                            format!("{}: {}", e.reason.as_str(), e.message),
+                        ),
+                        None => (r.target.version.clone(), "failed".to_string()),
+                    };
+                    self.quarantine.add(&v, now_rfc3339(), &why);
+                    fx.push(Effect::SaveQuarantine(self.quarantine.clone()));
+                    log::error!("update to {v} FAILED and was rolled back; quarantining {v}");
+                }
+                fx.push(Effect::Housekeeping);
             }
         }
     }
 
-    fn consume_desired_image(&self) {
-        let desired = self.paths.desired_image();
-        if let Ok(name) = fs::read_to_string(&desired) {
-            let name = name.trim();
-            if !name.is_empty() && !name.contains('/') {
-                let _ = fs::remove_file(self.paths.cache_dir.join(name));
+    /// What FAILED leaves behind, written or not: no partial download, an
+    /// agent running.
+    fn leave_failed(&mut self, w: &dyn World, fx: &mut Vec<Effect>) {
+        self.progress = None;
+        fx.push(Effect::RemovePartial(self.rec().target.key()));
+        if !w.stopping() {
+            fx.push(Effect::EnsureAgent);
+        }
+    }
+
+    fn begin_staging(&mut self, w: &dyn World, fx: &mut Vec<Effect>) {
+        let target = self.rec().target.clone();
+        if !target.version.is_empty() {
+            if let Some(b) = w.build(&target.version) {
+                if b.sha256 == target.sha256 {
+                    log::info!("build {} is already in the store", target.version);
+                    return self.announce(Step::Staged, fx);
+                }
+                // The install would refuse it after the whole download.
+                return self.fail(
+                    failure(
+                        ClientException,
+                        Reason::Conflict,
+                        format!(
+                            "build {} is already installed at {} with a different sha256 ({}, the manifest says {}); publish the change as a new version, or remove that directory first",
+                            target.version, b.dir, b.sha256, target.sha256
+                        ),
+                    ),
+                    fx,
+                );
             }
         }
-        let _ = fs::remove_file(desired);
+        self.announce(Step::Downloading, fx)
+    }
+
+    fn staged(&mut self, learned: Target, w: &dyn World, fx: &mut Vec<Effect>) {
+        let was_unknown = self.rec().target.version.is_empty();
+        self.rec_mut().target = learned.clone();
+        if was_unknown {
+            // Only now is the version known: the checks a request with a
+            // version gets up front.
+            if let Err(r) = self.check_target(&learned, self.rec().force, w) {
+                return self.fail(failure(r.name, Reason::Refused, r.message), fx);
+            }
+        }
+        self.announce(Step::Staged, fx)
+    }
+
+    fn begin_perform(&mut self, fx: &mut Vec<Effect>) {
+        self.rec_mut().attempts += 1;
+        if self.rec().attempts > MAX_ATTEMPTS {
+            return self.fail(
+                failure(
+                    ServerException,
+                    Reason::Interrupted,
+                    format!("the update was interrupted {MAX_ATTEMPTS} times before the switch; giving up"),
+                ),
+                fx,
+            );
+        }
+        self.announce(Step::Reverify, fx)
+    }
+
+    fn after_tasks(&mut self, tasks: Vec<TaskRecord>, fx: &mut Vec<Effect>) {
+        log::info!("{} task(s) RUNNING before the switch", tasks.len());
+        self.rec_mut().tasks_before = tasks;
+        if self.rec().origin == Origin::Rollback {
+            self.announce(Step::RollbackStop, fx)
+        } else {
+            self.announce(Step::StopOld, fx)
+        }
+    }
+
+    /// Start the new build (`current` names it now).
+    fn start_new(&mut self, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Failpoint("after-switch"));
+        self.expect(Wait::Start, Effect::StartAgent, fx);
+    }
+
+    fn updated(&mut self, fx: &mut Vec<Effect>) {
+        let r = self.rec().clone();
+        let mut changed = false;
+        if r.force {
+            changed |= self.quarantine.remove(&r.target.version);
+        }
+        if r.origin == Origin::Rollback {
+            if let Some(left) = &r.previous_version {
+                self.quarantine
+                    .add(left, now_rfc3339(), "rolled back by the operator");
+                changed = true;
+            }
+            log::info!("rollback to {} complete", r.target.version);
+        } else {
+            log::info!("update to {} complete: UPDATED", r.target.version);
+        }
+        if changed {
+            fx.push(Effect::SaveQuarantine(self.quarantine.clone()));
+        }
+        fx.push(Effect::Housekeeping);
+    }
+
+    /// Fail before anything changed on the host: FAILED, no rollback.
+    fn fail(&mut self, f: Failure, fx: &mut Vec<Effect>) {
+        log::error!("update failed: {}: {}", f.name, f.message);
+        self.rec_mut().error = Some(f);
+        self.announce(Step::Failed, fx);
+    }
+
+    // ----- rolling back ---------------------------------------------------
+
+    /// Something failed after the old agent was stopped: undo.
+    fn rollback(&mut self, reason: Reason, message: String, fx: &mut Vec<Effect>) {
+        log::error!(
+            "update to {} failed: {message}; rolling back to {}",
+            self.rec().target.version,
+            self.rec().previous_version.as_deref().unwrap_or("?")
+        );
+        self.rec_mut().error = Some(failure(ServerException, reason, message));
+        self.announce(Step::RollbackStop, fx);
+    }
+
+    fn after_restore(&mut self, result: Result<(), String>, fx: &mut Vec<Effect>) {
+        if let Err(e) = result {
+            log::error!("rollback: the data snapshot could not be restored: {e}");
+            let note = format!("the data snapshot could not be restored: {e}");
+            match &mut self.rec_mut().error {
+                Some(err) => err.message.push_str(&format!("; {note}")),
+                none => *none = Some(failure(ServerException, Reason::Snapshot, note)),
+            }
+        }
+        self.announce(Step::RollbackStart, fx)
+    }
+
+    /// The rollback's gate reported (or the rollback could not go on).
+    fn finish_rollback(&mut self, gate: Result<(), String>, fx: &mut Vec<Effect>) {
+        let origin = self.rec().origin;
+        if origin == Origin::Rollback && gate.is_ok() && self.rec().error.is_none() {
+            return self.announce(Step::Updated, fx);
+        }
+        let rec = self.rec_mut();
+        let mut err = rec.error.clone().unwrap_or_else(|| {
+            failure(
+                ServerException,
+                Reason::Rollback,
+                "the rollback did not complete",
+            )
+        });
+        if let Err(e) = &gate {
+            err.message.push_str(&format!(
+                "; after the rollback the previous build is not healthy either: {e}"
+            ));
+        }
+        rec.error = Some(err);
+        self.quarantine_on_failure = origin != Origin::Rollback;
+        self.announce(Step::Failed, fx)
     }
 
     // ----- recovery -------------------------------------------------------
 
-    /// Start the agent unless one runs (after a re-exec it is adopted).
-    fn ensure_agent(&mut self) {
-        if matches!(self.agent, crate::supervisor::AgentState::Down) {
-            self.start_agent();
-        }
-    }
-
-    /// Resume or undo what a previous warden left in flight. Returns true
-    /// when the caller should start the agent as usual.
-    pub(crate) fn recover(&mut self) -> bool {
-        let Some(rec) = self.update.record.clone() else {
-            self.housekeeping();
-            return true;
-        };
-        if !rec.in_flight() {
-            self.housekeeping();
-            return true;
-        }
+    /// Resume or undo `step`, where a previous warden left the update.
+    fn recover(&mut self, step: Step, w: &dyn World, fx: &mut Vec<Effect>) {
+        use Step::*;
+        let rec = self.rec().clone();
         log::warn!(
             "resuming the update to {} interrupted at {} ({})",
             rec.target.version,
-            rec.state.as_str(),
+            rec.state().as_str(),
             rec.step.as_str()
         );
-        match (rec.state, rec.step) {
-            (State::Pending | State::Staging, _) => {
-                self.ensure_agent();
-                self.start_staging();
+        match step {
+            Accepted | Downloading if rec.origin != Origin::Rollback => {
+                fx.push(Effect::EnsureAgent);
+                self.begin_staging(w, fx);
             }
-            (State::Staged, _) => {
-                self.ensure_agent();
+            Staged => {
+                fx.push(Effect::EnsureAgent);
                 if rec.perform {
-                    self.begin_perform();
+                    self.begin_perform(fx);
                 }
             }
-            (_, Step::Reverify | Step::RecordTasks | Step::Accepted) => {
-                self.ensure_agent();
+            Accepted | Downloading | Reverify | RecordTasks => {
+                fx.push(Effect::EnsureAgent);
                 if rec.origin == Origin::Rollback {
                     self.rec_mut().attempts += 1;
-                    if rec.attempts >= MAX_ATTEMPTS {
-                        self.fail(failure(
-                            ServerException,
-                            "interrupted",
-                            "the rollback was interrupted too often",
-                        ));
+                    if self.rec().attempts > MAX_ATTEMPTS {
+                        self.fail(
+                            failure(
+                                ServerException,
+                                Reason::Interrupted,
+                                "the rollback was interrupted too often",
+                            ),
+                            fx,
+                        );
                     } else {
-                        self.record_tasks();
+                        self.announce(RecordTasks, fx);
                     }
                 } else {
-                    self.begin_perform();
+                    self.begin_perform(fx);
                 }
             }
-            (_, Step::StopOld | Step::HealthGate) => {
-                let target = rec.target.version.clone();
-                let store = Store::new(&self.paths);
-                if store.link_name(&self.paths.current()).as_deref() != Some(target.as_str()) {
+            StopOld | HealthGate => {
+                if !w.current_is(&rec.target.version) {
                     // Not switched yet: the old agent is stopped (an orphan
                     // was stopped at start); snapshot, switch, start.
-                    self.take_snapshot();
+                    let version = rec.previous_version.clone().unwrap_or_default();
+                    fx.push(Effect::Work(Work::Snapshot {
+                        id: rec.id,
+                        version,
+                    }));
                 } else {
                     self.rec_mut().attempts += 1;
                     if self.rec().attempts > MAX_ATTEMPTS {
-                        self.rollback(failure(
-                            ServerException,
-                            "interrupted",
-                            format!(
-                                "the warden stopped {MAX_ATTEMPTS} times while the new build was being checked"
-                            ),
-                        ));
-                    } else {
-                        self.start_agent();
-                        if self.agent_running() {
-                            self.run_gate(Step::HealthGate, target);
-                        } else {
-                            self.rollback(failure(
-                                ServerException,
-                                "start",
-                                format!("build {target} could not be started"),
-                            ));
-                        }
-                    }
-                }
-            }
-            (_, Step::RollbackStop | Step::RollbackSwitch) => self.rollback_switch(),
-            (_, Step::RollbackRestore) => self.rollback_switch(),
-            (_, Step::RollbackStart | Step::RollbackGate) => {
-                let v = self.rollback_version();
-                self.rollback_start(v);
-            }
-            (_, Step::Downloading | Step::Staged | Step::Done) => {
-                self.ensure_agent();
-                self.start_staging();
-            }
-        }
-        false
-    }
-
-    // ----- housekeeping ---------------------------------------------------
-
-    /// Keep `current`, `previous` and the build in flight; remove other
-    /// builds, leftovers of interrupted installs, stale partial files and
-    /// consumed files in `var/cache/ecs`.
-    pub(crate) fn housekeeping(&self) {
-        let store = Store::new(&self.paths);
-        let mut keep: Vec<String> = [self.paths.current(), self.paths.previous()]
-            .iter()
-            .filter_map(|l| store.link_name(l))
-            .collect();
-        let in_flight = self.update.record.as_ref().filter(|r| r.in_flight());
-        if let Some(r) = in_flight {
-            keep.push(r.target.version.clone());
-            if let Some(p) = &r.previous_version {
-                keep.push(p.clone());
-            }
-        }
-        let Ok(rd) = fs::read_dir(&self.paths.agents_dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name == "current" || name == "previous" {
-                continue;
-            }
-            let path = e.path();
-            let stale = if let Some(v) = name
-                .strip_prefix('.')
-                .and_then(|n| n.strip_suffix(".partial"))
-            {
-                in_flight.is_none_or(|r| r.target.version != v)
-            } else if name.starts_with('.') {
-                // Leftovers: temporary build directories and symlinks.
-                in_flight.is_none() || name.contains(".tmp-") || name.contains(".link.")
-            } else {
-                !keep.contains(&name)
-            };
-            if stale {
-                let r = if path.is_dir() && !path.is_symlink() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                match r {
-                    Ok(()) => log::info!("housekeeping: removed {}", self.paths.display_rel(&path)),
-                    Err(e) => log::warn!("housekeeping: remove {}: {e}", path.display()),
-                }
-            }
-        }
-        if in_flight.is_none() {
-            self.consume_desired_image();
-            // Update files the agent downloaded and nothing refers to.
-            if let Ok(rd) = fs::read_dir(&self.paths.cache_dir) {
-                for e in rd.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if name.contains(".ecs-update.") {
-                        let _ = fs::remove_file(e.path());
-                        log::info!(
-                            "housekeeping: removed {}",
-                            self.paths.display_rel(&e.path())
+                        self.rollback(
+                            Reason::Interrupted,
+                            format!("the warden stopped {MAX_ATTEMPTS} times while the new build was being checked"),
+                            fx,
                         );
+                    } else {
+                        self.expect(Wait::Start, Effect::StartAgent, fx);
                     }
                 }
             }
+            RollbackStop | RollbackSwitch | RollbackRestore => self.announce(RollbackSwitch, fx),
+            RollbackStart | RollbackGate => self.announce(RollbackStart, fx),
+            Updated | Failed => fx.push(Effect::Housekeeping),
         }
     }
-
-    // ----- status ---------------------------------------------------------
-
-    pub(crate) fn update_status(&self) -> Value {
-        let history = self.update.journal.history(HISTORY_LINES);
-        let quarantined = quarantine::all(&self.paths);
-        let mut doc = match &self.update.record {
-            None => json!({"state": null}),
-            Some(r) => json!({
-                "id": r.id,
-                "state": r.state.as_str(),
-                "step": r.step.as_str(),
-                "origin": r.origin,
-                "target": r.target.version,
-                "targetSha256": r.target.sha256,
-                "targetUrl": r.target.url,
-                "source": r.source,
-                "previousVersion": r.previous_version,
-                "perform": r.perform,
-                "attempts": r.attempts,
-                "tasksBefore": r.tasks_before.len(),
-                "createdAt": r.created_at,
-                "updatedAt": r.updated_at,
-                "finishedAt": r.finished_at,
-                "error": r.error,
-            }),
-        };
-        if let Some((done, total)) = self.update.progress {
-            doc["bytesDone"] = json!(done);
-            doc["bytesTotal"] = json!(total);
-        }
-        doc["lastRefusal"] = self.update.last_refusal.clone().unwrap_or(Value::Null);
-        doc["counters"] = json!({
-            "updates": {"UPDATED": self.update.counters.updated, "FAILED": self.update.counters.failed},
-            "downloadedBytes": self.update.counters.downloaded_bytes,
-            "lastUpdateSeconds": self.update.counters.last_update_seconds,
-        });
-        doc["quarantined"] = json!(quarantined);
-        doc["history"] = json!(history);
-        doc
-    }
 }
 
-/// The version a downloaded (verified) executable reports.
-fn probe_partial(
-    partial: &std::path::Path,
-) -> std::result::Result<(String, Option<String>), String> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(partial, fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("chmod {}: {e}", partial.display()))?;
-    store::probe_version(partial).map_err(|e| e.to_string())
-}
-
-/// Read `desired-image`, check the file it names, and describe it (on a
-/// worker thread: hashing a build takes a while).
-fn exit_42_target(paths: &Paths) -> std::result::Result<Option<Target>, String> {
-    let desired = paths.desired_image();
-    let name = match fs::read_to_string(&desired) {
-        Ok(s) => s.trim().to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("read {}: {e}", desired.display())),
-    };
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(format!(
-            "{} names {name:?}, not a file in {}",
-            desired.display(),
-            paths.cache_dir.display()
-        ));
-    }
-    let file = paths.cache_dir.join(&name);
-    let meta = fs::symlink_metadata(&file)
-        .map_err(|e| format!("{} names {}: {e}", desired.display(), file.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", file.display()));
-    }
-    let (sha256, size) = store::hash_file(&file).map_err(|e| e.to_string())?;
-    // The agent stages a download (0644, like its image tarballs), but
-    // the version probe executes it: give the owner the execute bit.
-    let mode = meta.permissions().mode();
-    if mode & 0o100 == 0 {
-        fs::set_permissions(&file, fs::Permissions::from_mode(mode | 0o100))
-            .map_err(|e| format!("make {} executable: {e}", file.display()))?;
-    }
-    let (version, git_hash) = store::probe_version(&file).map_err(|e| e.to_string())?;
-    Ok(Some(Target {
-        version,
-        git_hash,
-        url: format!("file://{}", file.display()),
-        sha256,
-        size,
-    }))
-}
+#[cfg(test)]
+mod tests;

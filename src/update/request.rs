@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::journal::{Origin, Target};
 use super::manifest;
 use crate::config::Config;
-use crate::control::ApiError;
+use crate::error::ApiError;
 use crate::error::EcsErrorName::{InvalidParameterException, UpdatesDisabledException};
 
 /// The body of `POST /v1/update` and `POST /v1/stage`.
@@ -33,6 +33,26 @@ pub struct Request {
     /// Perform after staging (`update`), or stop at STAGED (`stage`).
     pub perform: bool,
     pub force: bool,
+}
+
+impl Request {
+    /// The agent's stage call: `signature` is the build's SHA-256; its
+    /// version may be unknown until it is downloaded.
+    pub fn agent_stage(location: String, signature: String, version: Option<String>) -> Request {
+        Request {
+            source: "the agent's stage call".into(),
+            target: Target {
+                version: version.unwrap_or_default(),
+                git_hash: None,
+                url: location,
+                sha256: signature,
+                size: 0,
+            },
+            origin: Origin::Agent,
+            perform: false,
+            force: false,
+        }
+    }
 }
 
 pub fn updates_enabled(cfg: &Config) -> Result<(), ApiError> {
