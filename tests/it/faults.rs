@@ -729,20 +729,24 @@ fn failed_gate_restores_the_data_snapshot() {
 #[test]
 fn new_build_that_turns_unhealthy_within_the_stable_period_is_rolled_back() {
     let srv = Server::start();
-    let host = host_for(&srv, &[("ECS_WARDEN_HEALTH_STABLE", "3s")]);
+    let host = host_for(&srv, &[("ECS_WARDEN_HEALTH_STABLE", "5s")]);
     srv.publish(&[("1.1.0", &build(&host, "1.1.0", None))]);
     assert_eq!(host.run(&["update", "--no-wait"]).code, 0);
     wait_for("1.1.0 in its health gate", Duration::from_secs(30), || {
         let j = host.journal()?;
         (j["step"] == "health-gate" && host.agent_version()? == "1.1.0").then_some(())
     });
+    // The gate polls every 50 ms: give it time to see the new agent healthy
+    // (on a loaded machine it may not have yet), well inside the 5 s it
+    // then watches.
+    std::thread::sleep(Duration::from_millis(1500));
     host.post("/sample/unhealthy")
         .expect("the new agent answers");
     let u = host.wait_update_end(Duration::from_secs(30));
     assert_eq!(u["state"], "FAILED", "{u:#}");
     assert_eq!(u["error"]["reason"], "health-gate");
     let msg = u["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("healthy at first, but not after 3s"), "{msg}");
+    assert!(msg.contains("healthy at first, but not after 5s"), "{msg}");
     host.assert_intact("1.0.0");
 }
 
