@@ -527,6 +527,10 @@ section_restart() {
             printf '%s\n' "${env[@]}"
             echo "ECS_WARDEN_RESTART_BACKOFF_MIN=0"
             echo "ECS_WARDEN_RESTART_BACKOFF_MAX=0"
+            # A zero minimum restarts at once only the first time in a row
+            # (then 100 ms): an agent that ran 1 s resets the count, so
+            # each slow-mode restart is a first one.
+            [ -n "$life" ] && echo "ECS_WARDEN_RESTART_STABLE=1s"
             echo "BENCH_STAMPS=$d/warden-$mode.stamps"
         } >"$r/etc/ecs/ecs.config"
         start_warden "$r"

@@ -12,7 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=(busybox-static python3 python3-pip curl ca-certificates)
+# iptables, iproute2, util-linux (unshare, nsenter) and mount: the host
+# network tests, in network namespaces they make.
+want=(busybox-static python3 python3-pip curl ca-certificates iptables iproute2 util-linux mount)
 if [ "${1:-}" = "--bench" ]; then
     want+=(nginx-light s6 runit openssl hyperfine)
 fi

@@ -1,9 +1,17 @@
 //! Restart backoff: `min` doubling to `max`, with ±10 % jitter (as ecs-init),
 //! reset once the agent has run for the configured stable time.
+//!
+//! A `min` of zero means "the first restart at once", not "no backoff": the
+//! second delay is `ZERO_MIN_FLOOR` (100 ms), doubling from there to `max`
+//! (at least the floor). Without it an agent that crashes at start would be
+//! restarted as fast as the machine can fork, hundreds of times a second.
 
 use std::time::Duration;
 
 use crate::config::BackoffConfig;
+
+/// With a zero `min`: the delay after the second failure in a row.
+pub const ZERO_MIN_FLOOR: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -21,17 +29,30 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let base = self.base(self.failures);
         self.failures = self.failures.saturating_add(1);
-        jitter(base, self.cfg.max)
+        jitter(base, self.cap())
     }
 
-    /// The un-jittered delay for the `n`th consecutive failure.
+    /// The longest delay: `max`, and never below the floor with a zero `min`.
+    fn cap(&self) -> Duration {
+        if self.cfg.min.is_zero() {
+            self.cfg.max.max(ZERO_MIN_FLOOR)
+        } else {
+            self.cfg.max
+        }
+    }
+
+    /// The un-jittered delay for the `n`th consecutive failure (from 0).
     pub fn base(&self, n: u32) -> Duration {
+        let (first, n, cap) = if self.cfg.min.is_zero() {
+            if n == 0 {
+                return Duration::ZERO;
+            }
+            (ZERO_MIN_FLOOR, n - 1, self.cap())
+        } else {
+            (self.cfg.min, n, self.cap())
+        };
         let factor = 1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX);
-        self.cfg
-            .min
-            .checked_mul(factor)
-            .unwrap_or(self.cfg.max)
-            .min(self.cfg.max)
+        first.checked_mul(factor).unwrap_or(cap).min(cap)
     }
 
     pub fn reset(&mut self) {
@@ -100,13 +121,31 @@ mod tests {
     }
 
     #[test]
-    fn zero_min_means_no_wait() {
-        let mut b = Backoff::new(BackoffConfig {
+    fn zero_min_restarts_at_once_then_backs_off_from_the_floor() {
+        let b = Backoff::new(BackoffConfig {
             min: Duration::ZERO,
             ..cfg()
         });
-        for _ in 0..5 {
-            assert_eq!(b.next_delay(), Duration::ZERO);
-        }
+        let bases: Vec<_> = (0..9).map(|n| b.base(n).as_millis()).collect();
+        assert_eq!(
+            bases,
+            [0, 100, 200, 400, 800, 1600, 3200, 6400, 12800],
+            "first at once, then 100 ms doubling"
+        );
+        assert_eq!(b.base(10), Duration::from_secs(15), "capped at max");
+        let mut b = b;
+        assert_eq!(b.next_delay(), Duration::ZERO);
+        let d = b.next_delay();
+        assert!(d >= Duration::from_millis(90) && d <= Duration::from_millis(110));
+        // A zero max cannot switch it off either.
+        let mut b = Backoff::new(BackoffConfig {
+            min: Duration::ZERO,
+            max: Duration::ZERO,
+            stable: Duration::from_secs(60),
+        });
+        let bases: Vec<_> = (0..4).map(|n| b.base(n).as_millis()).collect();
+        assert_eq!(bases, [0, 100, 100, 100]);
+        b.next_delay();
+        assert!(b.next_delay() >= Duration::from_millis(90));
     }
 }

@@ -72,9 +72,12 @@ const VERBS: &[VerbSpec] = &[
         verb: Verb::PreStart,
         name: "pre-start",
         flags: &[],
-        summary: "prepare the host: directories, config check, first agent build",
+        summary: "prepare the host: config check, directories, task network, first agent build",
         help: "Validates the configuration, creates the directory layout under the root\n\
-               with tight modes, and installs the bundled agent (var/cache/ecs/ecs-agent)\n\
+               with tight modes, sets up the host network for tasks as ecs-init does\n\
+               (169.254.170.2:80 to the agent's 127.0.0.1:51679, port 51678 closed to other\n\
+               hosts, route_localnet=1; idempotent, in ecs-warden's own iptables chains),\n\
+               creates /mnt/ecs/ebs, and installs the bundled agent (var/cache/ecs/ecs-agent)\n\
                when no build is installed yet. Never replaces an installed build.",
     },
     VerbSpec {
@@ -95,7 +98,14 @@ const VERBS: &[VerbSpec] = &[
         flags: &[],
         summary: "stop the running warden and its agent gracefully, and wait",
         help: "Asks the running warden (over its control socket) to stop the agent and\n\
-               exit, then waits until it has. Succeeds when no warden is running.",
+               exit, then waits until it has. Succeeds when no warden is running.\n\n\
+               During an update the agent is stopped in every case (whichever build runs)\n\
+               and the warden exits without waiting for the update to end. The update\n\
+               keeps its step in the journal, and the next start resumes or undoes it:\n\
+               a download resumes from its partial file; a STAGED build stays staged;\n\
+               before the old agent was stopped, the old build starts again and the step\n\
+               is redone; once the new build was switched in, it is started and checked\n\
+               again (at most 3 starts, then the rollback); a rollback goes on.",
     },
     VerbSpec {
         verb: Verb::PreStop,
@@ -110,8 +120,10 @@ const VERBS: &[VerbSpec] = &[
         name: "post-stop",
         flags: &[],
         summary: "clean up after the warden has exited (systemd's ExecStopPost)",
-        help: "Removes a stale control socket left by a warden that is gone. Does nothing\n\
-               while a warden is running.",
+        help: "Undoes the host network set-up of pre-start (ecs-warden's iptables chains,\n\
+               the lo route it added, route_localnet back to its earlier value), without\n\
+               Docker, and removes a stale control socket left by a warden that is gone.\n\
+               Safe to run twice. Does nothing while a warden is running.",
     },
     VerbSpec {
         verb: Verb::ReloadCache,

@@ -55,7 +55,8 @@ pub fn run(cli: &Cli, cfg: Option<&Config>, edge: &Edge) -> Result<Exit> {
     match verb {
         Verb::Version => version(&paths, flags),
         Verb::PreStart => {
-            println!("{}", host::pre_start(&paths)?);
+            let cfg = cfg.expect("pre-start loads the config");
+            println!("{}", host::pre_start(&paths, cfg)?);
             Ok(Exit::Ok)
         }
         Verb::Start => {

@@ -3,12 +3,17 @@
 //!
 //! 1. Each file is parsed into `KEY=VALUE` entries, remembering file and
 //!    line; comments (`#`), blank lines, an optional `export ` and matching
-//!    quotes around the value are accepted. A line that is none of these is
-//!    an error naming the file and line.
+//!    quotes around the value are accepted. What ecs-init would skip or
+//!    pass on (a line without `=`, a key that is no name, an unmatched
+//!    quote) is a warning naming the file and line, never an error, except
+//!    on the warden's own `ECS_WARDEN_*` keys, which stay strict.
 //! 2. Entries merge in order; every key goes to the agent's environment.
 //! 3. The warden's own keys are parsed into `Config`; a bad value is an
 //!    error naming the file, line, key and what is expected. Nothing starts
-//!    on an error.
+//!    on an error. Keys that ecs-init or the agent own take what ecs-init
+//!    takes: a value it would ignore is a warning and the default.
+//!    Warnings are kept in `Config::warnings` and logged once logging is
+//!    up.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -59,6 +64,17 @@ pub struct BackoffConfig {
     pub stable: Duration,
 }
 
+/// The host network set-up (`hostnet.rs`), from ecs-init's keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNetConfig {
+    /// `ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS`: leave port 51678 open to
+    /// other hosts.
+    pub allow_offhost_introspection: bool,
+    /// `ECS_SKIP_LOCALHOST_TRAFFIC_FILTER`: no DROP of packets to 127/8
+    /// from elsewhere.
+    pub skip_localhost_filter: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ProxyConfig {
     pub http: Option<String>,
@@ -86,6 +102,9 @@ pub struct UpdateConfig {
     pub attempts: u32,
     /// First retry delay; doubles per attempt.
     pub retry_delay: Duration,
+    /// Largest build accepted, in bytes: a manifest entry above it is
+    /// refused, and so is a size learned from the source.
+    pub max_build_size: u64,
 }
 
 /// The validated configuration. Built once at the edge, passed down.
@@ -104,7 +123,24 @@ pub struct Config {
     pub api_port: Option<u16>,
     /// The cluster the agent registers in (`ECS_CLUSTER`).
     pub cluster: String,
+    pub host_net: HostNetConfig,
+    /// What was accepted with a warning (file, line and why), to be logged
+    /// once logging is set up.
+    pub warnings: Vec<String>,
 }
+
+/// Longest `KEY=VALUE` (with its NUL) in the agent's environment: Linux's
+/// `MAX_ARG_STRLEN`, 32 pages.
+pub const MAX_ENV_ENTRY: usize = 128 * 1024;
+/// Most bytes the config may put in the agent's environment (strings and
+/// envp pointers). `execve` takes a quarter of the stack limit for argv and
+/// environment together: 2 MiB with the usual 8 MiB. Half of that is left
+/// for the inherited environment, the paths the warden adds and argv.
+pub const MAX_ENV_TOTAL: usize = 1024 * 1024;
+
+/// The highest `ECS_WARDEN_MAX_BUILD_SIZE` (1 PiB): far above any build,
+/// and low enough that no size arithmetic on a build can overflow.
+pub const MAX_BUILD_SIZE_LIMIT: u64 = 1 << 50;
 
 /// The warden's own keys with their defaults; documented in README.md.
 pub const DEFAULTS: &[(&str, &str)] = &[
@@ -124,11 +160,18 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("ECS_WARDEN_DOWNLOAD_STALL_WINDOW", "60s"),
     ("ECS_WARDEN_DOWNLOAD_ATTEMPTS", "5"),
     ("ECS_WARDEN_DOWNLOAD_RETRY_DELAY", "1s"),
+    // 1 GiB: ten times the real agent's tarball.
+    ("ECS_WARDEN_MAX_BUILD_SIZE", "1073741824"),
     ("ECS_CLUSTER", "default"),
 ];
 
-/// Parse one config file's text. `file` is for messages only.
-pub fn parse_file(file: &Path, text: &str) -> Result<Vec<(String, Entry)>> {
+/// Parse one config file's text. `file` is for messages only; lines that
+/// ecs-init would skip or pass on as they are add a warning to `warnings`.
+pub fn parse_file(
+    file: &Path,
+    text: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(String, Entry)>> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line_no = i + 1;
@@ -138,28 +181,44 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<(String, Entry)>> {
             key: key.to_string(),
             message,
         };
+        let at = format!("{}:{line_no}", file.display());
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
         let Some((key, value)) = line.split_once('=') else {
-            return Err(err(
-                "",
-                format!("expected KEY=VALUE, found {:?}", truncate(line, 60)),
-            ));
+            let found = format!("expected KEY=VALUE, found {:?}", truncate(line, 60));
+            if line.starts_with(WARDEN_PREFIX) {
+                return Err(err("", found));
+            }
+            warnings.push(format!("{at}: {found}; line skipped, as ecs-init does"));
+            continue;
         };
         let key = key.trim();
         if !valid_key(key) {
-            return Err(err(
-                "",
-                format!(
-                    "invalid key {:?}: expected letters, digits and '_', not starting with a digit",
-                    truncate(key, 60)
-                ),
+            let found = format!(
+                "invalid key {:?}: expected letters, digits and '_', not starting with a digit",
+                truncate(key, 60)
+            );
+            if key.starts_with(WARDEN_PREFIX) {
+                return Err(err("", found));
+            }
+            warnings.push(format!(
+                "{at}: {found}; line skipped (no program reads such a name)"
             ));
+            continue;
         }
-        let value = unquote(value.trim()).map_err(|m| err(key, m))?;
+        let value = match unquote(value.trim()) {
+            Ok(v) => v,
+            Err(m) if key.starts_with(WARDEN_PREFIX) => return Err(err(key, m)),
+            Err(m) => {
+                warnings.push(format!(
+                    "{at}: {key}: {m}; the value is kept as written, as ecs-init does"
+                ));
+                value.trim().to_string()
+            }
+        };
         out.push((
             key.to_string(),
             Entry {
@@ -173,6 +232,9 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<(String, Entry)>> {
     }
     Ok(out)
 }
+
+/// The warden's own keys: strict, unlike the keys ecs-init and the agent own.
+const WARDEN_PREFIX: &str = "ECS_WARDEN_";
 
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
@@ -238,19 +300,27 @@ impl Config {
                 )
             })
             .collect();
+        let mut warnings = Vec::new();
         for file in [&paths.var_config, &paths.etc_config] {
             if let Some(text) = read_optional(file)? {
-                for (k, e) in parse_file(file, &text)? {
+                for (k, e) in parse_file(file, &text, &mut warnings)? {
                     env.insert(k, e);
                 }
             }
         }
-        Config::from_env(env)
+        let mut config = Config::from_env(env)?;
+        warnings.append(&mut config.warnings);
+        config.warnings = warnings;
+        Ok(config)
     }
 
     /// Validate merged entries into a `Config`.
     pub fn from_env(env: BTreeMap<String, Entry>) -> Result<Config> {
-        let v = Validator { env: &env };
+        let v = Validator {
+            env: &env,
+            warnings: Default::default(),
+        };
+        v.agent_environment()?;
         let backoff = BackoffConfig {
             min: v.duration("ECS_WARDEN_RESTART_BACKOFF_MIN")?,
             max: v.duration("ECS_WARDEN_RESTART_BACKOFF_MAX")?,
@@ -282,12 +352,13 @@ impl Config {
             },
             health_timeout: v.duration("ECS_WARDEN_HEALTH_TIMEOUT")?,
             health_stable: v.duration("ECS_WARDEN_HEALTH_STABLE")?,
-            connect_timeout: v.duration("ECS_WARDEN_DOWNLOAD_CONNECT_TIMEOUT")?,
-            read_timeout: v.duration("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT")?,
+            connect_timeout: v.positive_duration("ECS_WARDEN_DOWNLOAD_CONNECT_TIMEOUT")?,
+            read_timeout: v.positive_duration("ECS_WARDEN_DOWNLOAD_READ_TIMEOUT")?,
             min_rate: v.integer("ECS_WARDEN_DOWNLOAD_MIN_RATE", 0, u64::MAX)?,
             stall_window: v.duration("ECS_WARDEN_DOWNLOAD_STALL_WINDOW")?,
             attempts,
             retry_delay: v.duration("ECS_WARDEN_DOWNLOAD_RETRY_DELAY")?,
+            max_build_size: v.integer("ECS_WARDEN_MAX_BUILD_SIZE", 1, MAX_BUILD_SIZE_LIMIT)?,
         };
         if let Some(src) = &update.source {
             crate::update::manifest::check_source(src, update.allow_http)
@@ -304,16 +375,17 @@ impl Config {
             cluster
         };
         let config = Config {
-            log_level: v.log_level("ECS_LOGLEVEL")?,
+            log_level: v.log_level("ECS_LOGLEVEL"),
             updates_enabled: v.boolean("ECS_UPDATES_ENABLED")?,
             introspection: v.endpoint("ECS_WARDEN_INTROSPECTION_URL")?,
             stop_timeout: v.duration("ECS_WARDEN_STOP_TIMEOUT")?,
             backoff,
             proxy: ProxyConfig {
-                http: v.proxy("HTTP_PROXY")?,
-                https: v.proxy("HTTPS_PROXY")?,
+                http: v.proxy("HTTP_PROXY", "http_proxy"),
+                https: v.proxy("HTTPS_PROXY", "https_proxy"),
                 no_proxy: v
                     .optional("NO_PROXY")
+                    .or_else(|| v.optional("no_proxy"))
                     .map(|s| {
                         s.split(',')
                             .map(|p| p.trim().to_string())
@@ -325,6 +397,12 @@ impl Config {
             update,
             api_port,
             cluster,
+            host_net: HostNetConfig {
+                allow_offhost_introspection: v
+                    .lenient_bool("ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS"),
+                skip_localhost_filter: v.lenient_bool("ECS_SKIP_LOCALHOST_TRAFFIC_FILTER"),
+            },
+            warnings: v.warnings.take(),
             env,
         };
         Ok(config)
@@ -338,6 +416,8 @@ impl Config {
 
 struct Validator<'a> {
     env: &'a BTreeMap<String, Entry>,
+    /// Values of ecs-init's and the agent's keys taken leniently.
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Validator<'_> {
@@ -377,6 +457,80 @@ impl Validator<'_> {
         })
     }
 
+    /// A duration that must not be zero (a zero socket timeout cannot be
+    /// set: every download would fail).
+    fn positive_duration(&self, key: &str) -> Result<Duration> {
+        let d = self.duration(key)?;
+        if d.is_zero() {
+            return Err(self.bad(
+                key,
+                "must be above 0 (a timeout of 0 can never be met)".into(),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Every entry goes to the agent's environment, so each must be one
+    /// `execve` can pass: no NUL byte, `KEY=VALUE` within
+    /// `MAX_ENV_ENTRY`, and all of them together within `MAX_ENV_TOTAL`
+    /// (counted defaults first, then by file and line; the entry that
+    /// crosses the bound is the one named).
+    fn agent_environment(&self) -> Result<()> {
+        let mut entries: Vec<(&String, &Entry)> = self.env.iter().collect();
+        // Built-in defaults first, then the files in line order.
+        entries.sort_by(|a, b| {
+            let key = |e: &Entry| e.origin.as_ref().map(|o| (o.file.clone(), o.line));
+            key(a.1).cmp(&key(b.1)).then_with(|| a.0.cmp(b.0))
+        });
+        let mut total = 0usize;
+        for (n, (k, e)) in entries.iter().enumerate() {
+            if e.value.contains('\0') {
+                return Err(self.bad_entry(
+                    k,
+                    "the value contains a NUL byte, which no environment variable can hold".into(),
+                ));
+            }
+            // "KEY=VALUE" and its NUL terminator.
+            let entry = k.len() + 1 + e.value.len() + 1;
+            if entry > MAX_ENV_ENTRY {
+                return Err(self.bad_entry(
+                    k,
+                    format!(
+                        "KEY=VALUE is {entry} bytes, over the {MAX_ENV_ENTRY} bytes execve allows one environment string (MAX_ARG_STRLEN)"
+                    ),
+                ));
+            }
+            // The string and its pointer in envp.
+            total += entry + std::mem::size_of::<usize>();
+            if total > MAX_ENV_TOTAL {
+                return Err(self.bad_entry(
+                    k,
+                    format!(
+                        "the agent's environment reaches {total} bytes at this entry (key {} of {}), over the {MAX_ENV_TOTAL} bytes it may take so that execve can start the agent: remove keys",
+                        n + 1,
+                        entries.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error about `key`'s entry without quoting its (possibly huge or
+    /// binary) value.
+    fn bad_entry(&self, key: &str, message: String) -> Error {
+        let (file, line) = match self.env.get(key).and_then(|e| e.origin.clone()) {
+            Some(o) => (o.file, o.line),
+            None => (PathBuf::from("<built-in defaults>"), 0),
+        };
+        Error::Config {
+            file,
+            line,
+            key: key.to_string(),
+            message,
+        }
+    }
+
     fn integer(&self, key: &str, min: u64, max: u64) -> Result<u64> {
         match self.get(key).trim().parse::<u64>() {
             Ok(n) if n >= min && n <= max => Ok(n),
@@ -384,14 +538,60 @@ impl Validator<'_> {
         }
     }
 
-    fn log_level(&self, key: &str) -> Result<log::LevelFilter> {
-        Ok(match self.get(key).trim().to_ascii_lowercase().as_str() {
+    /// Where `key` was set, for a warning.
+    fn at(&self, key: &str) -> String {
+        match self.env.get(key).and_then(|e| e.origin.as_ref()) {
+            Some(o) => format!("{}:{}", o.file.display(), o.line),
+            None => "<built-in defaults>".into(),
+        }
+    }
+
+    fn warn(&self, key: &str, message: String) {
+        let at = self.at(key);
+        self.warnings
+            .borrow_mut()
+            .push(format!("{at}: {key}: {message}"));
+    }
+
+    /// ecs-init's (and the agent's) levels, plus `critical` and `trace`.
+    /// `none` turns the warden's log off, as it turns ecs-init's off. An
+    /// unknown level is ecs-init's default, `info`, with a warning.
+    fn log_level(&self, key: &str) -> log::LevelFilter {
+        match self.get(key).trim().to_ascii_lowercase().as_str() {
             "trace" => log::LevelFilter::Trace,
             "debug" => log::LevelFilter::Debug,
             "info" => log::LevelFilter::Info,
             "warn" => log::LevelFilter::Warn,
-            "error" | "crit" => log::LevelFilter::Error,
-            _ => return Err(self.bad(key, "expected one of debug, info, warn, error, crit".into())),
+            "error" | "crit" | "critical" => log::LevelFilter::Error,
+            "none" => log::LevelFilter::Off,
+            _ => {
+                self.warn(
+                    key,
+                    format!(
+                        "unknown level {:?} (debug, info, warn, error, crit, none); using info, as ecs-init does",
+                        self.get(key)
+                    ),
+                );
+                log::LevelFilter::Info
+            }
+        }
+    }
+
+    /// A boolean ecs-init reads with Go's `strconv.ParseBool`, taking
+    /// anything else (with an error in its log) as `false`.
+    fn lenient_bool(&self, key: &str) -> bool {
+        let v = self.get(key);
+        if v.trim().is_empty() {
+            return false;
+        }
+        parse_bool(v).unwrap_or_else(|| {
+            self.warn(
+                key,
+                format!(
+                    "invalid value {v:?}: expected true or false; using false, as ecs-init does"
+                ),
+            );
+            false
         })
     }
 
@@ -399,21 +599,31 @@ impl Validator<'_> {
         parse_loopback_url(self.get(key)).map_err(|m| self.bad(key, m))
     }
 
-    fn proxy(&self, key: &str) -> Result<Option<String>> {
-        let Some(v) = self.optional(key) else {
-            return Ok(None);
+    /// A proxy as Go (ecs-init and the agent) reads it: `KEY`, else its
+    /// lower-case twin; `host:port` without a scheme means
+    /// `http://host:port`. The agent gets the value as written; a value
+    /// that is no proxy URL even so is a warning, and the warden's own
+    /// downloads go direct.
+    fn proxy(&self, key: &str, lower: &str) -> Option<String> {
+        let (key, v) = match self.optional(key) {
+            Some(v) => (key, v),
+            None => (lower, self.optional(lower)?),
         };
-        let rest = v
-            .strip_prefix("http://")
-            .or_else(|| v.strip_prefix("https://"))
-            .or_else(|| v.strip_prefix("socks5://"));
-        match rest {
-            Some(r) if !r.trim_end_matches('/').is_empty() => Ok(Some(v)),
-            _ => Err(self.bad(
+        let has_scheme = ["http://", "https://", "socks5://"]
+            .iter()
+            .any(|s| v.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)));
+        let url = if has_scheme { v } else { format!("http://{v}") };
+        let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+        if rest.trim_end_matches('/').is_empty() || rest.contains(char::is_whitespace) {
+            self.warn(
                 key,
-                "expected a proxy URL such as http://proxy.example:3128".into(),
-            )),
+                format!(
+                    "{url:?} is not a proxy URL such as http://proxy.example:3128; the warden's downloads ignore it"
+                ),
+            );
+            return None;
         }
+        Some(url)
     }
 }
 
@@ -520,10 +730,18 @@ mod tests {
         assert_eq!(parse_duration(""), None);
     }
 
+    fn parse(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let got = parse_file(Path::new("/etc/ecs/ecs.config"), text, &mut warnings).unwrap();
+        let kv = got.into_iter().map(|(k, e)| (k, e.value)).collect();
+        (kv, warnings)
+    }
+
     #[test]
     fn lines_quotes_comments() {
         let text = "# c\n\nA=1\nexport B=\"two words\"\nC='x'\n D = y \nE=\n";
-        let got = parse_file(Path::new("f"), text).unwrap();
+        let mut w = Vec::new();
+        let got = parse_file(Path::new("f"), text, &mut w).unwrap();
         let kv: Vec<_> = got
             .iter()
             .map(|(k, e)| (k.as_str(), e.value.as_str()))
@@ -539,16 +757,130 @@ mod tests {
             ]
         );
         assert_eq!(got[3].1.origin.as_ref().unwrap().line, 6);
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]
-    fn malformed_lines_name_the_line() {
-        let e = parse_file(Path::new("/etc/ecs/ecs.config"), "A=1\nnot a pair\n").unwrap_err();
-        assert!(e.to_string().starts_with("/etc/ecs/ecs.config:2:"), "{e}");
-        let e = parse_file(Path::new("f"), "1A=1\n").unwrap_err();
+    fn what_ecs_init_skips_or_keeps_is_a_warning() {
+        let (kv, w) = parse("A=1\nnot a pair\n1A=1\nC=\"open\nD=x # not a comment\nE=a=b\n");
+        let kv: Vec<_> = kv.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            kv,
+            [
+                ("A", "1"),
+                ("C", "\"open"),
+                ("D", "x # not a comment"),
+                ("E", "a=b")
+            ]
+        );
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].starts_with("/etc/ecs/ecs.config:2: expected KEY=VALUE"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("skipped"), "{w:?}");
+        assert!(
+            w[1].starts_with("/etc/ecs/ecs.config:3: invalid key \"1A\""),
+            "{w:?}"
+        );
+        assert!(
+            w[2].starts_with("/etc/ecs/ecs.config:4: C: unterminated \" quote"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn the_wardens_own_keys_stay_strict() {
+        let mut w = Vec::new();
+        let f = Path::new("/etc/ecs/ecs.config");
+        let e = parse_file(f, "A=1\nECS_WARDEN_STOP_TIMEOUT 30s\n", &mut w).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/etc/ecs/ecs.config:2: expected KEY=VALUE"),
+            "{e}"
+        );
+        let e = parse_file(f, "ECS_WARDEN_X-Y=1\n", &mut w).unwrap_err();
         assert!(e.to_string().contains("invalid key"), "{e}");
-        let e = parse_file(Path::new("f"), "A=\"open\n").unwrap_err();
-        assert!(e.to_string().contains("unterminated"), "{e}");
+        let e = parse_file(f, "ECS_WARDEN_UPDATE_SOURCE=\"open\n", &mut w).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("ECS_WARDEN_UPDATE_SOURCE: unterminated"),
+            "{e}"
+        );
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    fn config(text: &str) -> Config {
+        let mut env: BTreeMap<String, Entry> = DEFAULTS
+            .iter()
+            .map(|(k, v)| {
+                let e = Entry {
+                    value: v.to_string(),
+                    origin: None,
+                };
+                (k.to_string(), e)
+            })
+            .collect();
+        let mut w = Vec::new();
+        for (k, e) in parse_file(Path::new("/etc/ecs/ecs.config"), text, &mut w).unwrap() {
+            env.insert(k, e);
+        }
+        Config::from_env(env).unwrap()
+    }
+
+    #[test]
+    fn ecs_init_keys_take_what_ecs_init_takes() {
+        let c = config("HTTP_PROXY=10.0.0.131:3128\nhttps_proxy=HTTPS://p:1\nno_proxy=a, .b\n");
+        assert_eq!(c.proxy.http.as_deref(), Some("http://10.0.0.131:3128"));
+        assert_eq!(c.proxy.https.as_deref(), Some("HTTPS://p:1"));
+        assert_eq!(c.proxy.no_proxy, ["a", ".b"]);
+        assert_eq!(
+            c.env["HTTP_PROXY"].value, "10.0.0.131:3128",
+            "the agent gets the value as written"
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let c = config("HTTPS_PROXY=http://\n");
+        assert_eq!(c.proxy.https, None);
+        assert!(
+            c.warnings[0].starts_with("/etc/ecs/ecs.config:1: HTTPS_PROXY: "),
+            "{:?}",
+            c.warnings
+        );
+
+        for (level, want) in [
+            ("none", log::LevelFilter::Off),
+            ("crit", log::LevelFilter::Error),
+            ("critical", log::LevelFilter::Error),
+            ("WARN", log::LevelFilter::Warn),
+        ] {
+            let c = config(&format!("ECS_LOGLEVEL={level}\n"));
+            assert_eq!(c.log_level, want, "{level}");
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        }
+        let c = config("ECS_LOGLEVEL=verbose\n");
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert!(
+            c.warnings[0].contains("ECS_LOGLEVEL: unknown level \"verbose\""),
+            "{:?}",
+            c.warnings
+        );
+
+        let c = config(
+            "ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS=true\nECS_SKIP_LOCALHOST_TRAFFIC_FILTER=yes\n",
+        );
+        assert_eq!(
+            c.host_net,
+            HostNetConfig {
+                allow_offhost_introspection: true,
+                skip_localhost_filter: false
+            }
+        );
+        assert!(
+            c.warnings[0].starts_with("/etc/ecs/ecs.config:2: ECS_SKIP_LOCALHOST_TRAFFIC_FILTER: "),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

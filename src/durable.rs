@@ -9,6 +9,10 @@
 //!
 //! A symlink switch does the same with a temporary symlink, so the link
 //! always points somewhere: the old target until the rename, the new after.
+//!
+//! A process killed between steps 1 and 3 leaves its temporary sibling
+//! (`.<name>.<tag>.<pid>.<8 hex>`) behind; `remove_stale_temps` removes
+//! exactly those names, for recovery to call before anything writes again.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -27,6 +31,66 @@ pub fn temp_sibling(path: &Path, tag: &str) -> PathBuf {
     let _ = getrandom::getrandom(&mut rnd);
     let suffix = u32::from_le_bytes(rnd);
     path.with_file_name(format!(".{name}.{tag}.{}.{suffix:08x}", std::process::id()))
+}
+
+/// The tags `temp_sibling` is called with: `tmp` for files, `link` for
+/// symlinks.
+const TEMP_TAGS: &[&str] = &["tmp", "link"];
+
+/// Whether `name` is one `temp_sibling` makes: `.<name>.<tag>.<pid>.<suffix>`
+/// with a known tag, a decimal pid and eight lowercase hex digits, around a
+/// non-empty original name.
+fn is_temp_sibling_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(4, '.');
+    let (Some(suffix), Some(pid), Some(tag), Some(orig)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    suffix.len() == 8
+        && suffix
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        && !pid.is_empty()
+        && pid.len() <= 10
+        && pid.bytes().all(|c| c.is_ascii_digit())
+        && TEMP_TAGS.contains(&tag)
+        && !orig.is_empty()
+}
+
+/// Remove the temporary siblings that an interrupted `write`,
+/// `write_volatile` or symlink switch left in `dir` (files and symlinks
+/// named as `temp_sibling` names them; nothing else, and no directory).
+/// Returns what was removed. Only for recovery: a write in progress in
+/// `dir` would lose its temporary file.
+pub fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !is_temp_sibling_name(name) {
+            continue;
+        }
+        let path = e.path();
+        let is_file_or_link = fs::symlink_metadata(&path)
+            .map(|m| !m.is_dir())
+            .unwrap_or(false);
+        if !is_file_or_link {
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(err) => log::warn!("remove stale temporary file {}: {err}", path.display()),
+        }
+    }
+    removed.sort();
+    removed
 }
 
 /// Write `bytes` to `path` atomically and durably with `mode`.
@@ -174,6 +238,54 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "temporary files left behind: {names:?}");
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // What interrupted writes leave: the exact names `temp_sibling` makes.
+        let state = temp_sibling(&d.join("state.json"), "tmp");
+        let quarantine = temp_sibling(&d.join("quarantine.json"), "tmp");
+        let link = temp_sibling(&d.join("current"), "link");
+        fs::write(&state, b"{").unwrap();
+        fs::write(&quarantine, b"{").unwrap();
+        std::os::unix::fs::symlink("1.0.0", &link).unwrap();
+        // What must stay: real files, look-alikes, a directory of the form.
+        let keep = [
+            "state.json",
+            "quarantine.json",
+            ".state.json",
+            ".state.json.tmp",
+            ".state.json.tmp.123",
+            ".state.json.tmp.123.0000000",
+            ".state.json.tmp.123.0000000g",
+            ".state.json.tmp.123.ABCDEF01",
+            ".state.json.bak.123.abcdef01",
+            ".state.json.tmp.12a.abcdef01",
+            "..tmp.123.abcdef01",
+            "state.json.tmp.123.abcdef01",
+            ".1.2.3.tmp-77",
+            "1.0.0.partial",
+        ];
+        for k in keep {
+            fs::write(d.join(k), b"x").unwrap();
+        }
+        fs::create_dir(d.join(".agents.tmp.42.abcdef01")).unwrap();
+        let removed = remove_stale_temps(d);
+        let mut want = vec![state.clone(), quarantine.clone(), link.clone()];
+        want.sort();
+        assert_eq!(removed, want);
+        for p in [&state, &quarantine, &link] {
+            assert!(fs::symlink_metadata(p).is_err(), "{} left", p.display());
+        }
+        for k in keep {
+            assert!(d.join(k).exists(), "{k} was removed");
+        }
+        assert!(d.join(".agents.tmp.42.abcdef01").is_dir());
+        // Nothing left to do the second time; a missing directory is no error.
+        assert!(remove_stale_temps(d).is_empty());
+        assert!(remove_stale_temps(&d.join("missing")).is_empty());
     }
 
     #[test]

@@ -109,12 +109,20 @@ pub enum Error {
     AlreadyRunning { lock: PathBuf, pid: Option<i32> },
     /// No warden answers on the control socket.
     NotRunning { socket: PathBuf },
-    /// No agent build is installed under `agents/current` and none is bundled.
-    NoAgent { current: PathBuf, bundled: PathBuf },
+    /// No usable agent build under `agents/current` and none is bundled.
+    /// `current` says what is wrong with `agents/current` (None when only
+    /// the bundled agent was asked for).
+    NoAgent {
+        current: Option<String>,
+        bundled: PathBuf,
+    },
     /// The running warden answered with an ECS error.
     Ecs { name: EcsErrorName, message: String },
     /// Talking to a peer (the warden, the agent, a server) failed.
     Peer { peer: String, message: String },
+    /// A host tool (`iptables`, `ip`) is missing or failed; `tool` names it
+    /// with its arguments, `message` says what happened.
+    Tool { tool: String, message: String },
     /// Anything else, with enough words to act on.
     Other(String),
 }
@@ -142,7 +150,9 @@ impl Error {
             Error::NotRunning { .. } => Exit::NotRunning,
             Error::NoAgent { .. } => Exit::NoAgent,
             Error::Ecs { name, .. } => name.exit(),
-            Error::Io { .. } | Error::Peer { .. } | Error::Other(_) => Exit::Failure,
+            Error::Io { .. } | Error::Peer { .. } | Error::Tool { .. } | Error::Other(_) => {
+                Exit::Failure
+            }
         }
     }
 }
@@ -183,14 +193,21 @@ impl fmt::Display for Error {
                 "no ecs-warden is running for this root (nothing answers on {})",
                 socket.display()
             ),
-            Error::NoAgent { current, bundled } => write!(
+            Error::NoAgent {
+                current: Some(why),
+                bundled,
+            } => write!(
                 f,
-                "no agent build is installed ({} is missing) and none is bundled at {}",
-                current.display(),
+                "{why}; and no agent is bundled at {} to install instead: place the agent there, or point agents/current at a complete build, and start again",
                 bundled.display()
             ),
+            Error::NoAgent {
+                current: None,
+                bundled,
+            } => write!(f, "no agent is bundled at {}", bundled.display()),
             Error::Ecs { name, message } => write!(f, "{name}: {message}"),
             Error::Peer { peer, message } => write!(f, "{peer}: {message}"),
+            Error::Tool { tool, message } => write!(f, "{tool}: {message}"),
             Error::Other(m) => write!(f, "{m}"),
         }
     }

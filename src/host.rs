@@ -1,13 +1,16 @@
 //! Host preparation and the ecs-init housekeeping verbs: the directory
-//! layout with its modes, the bundled agent on first start, the cleanup
-//! after the warden has exited.
+//! layout with its modes, the host network for tasks (`hostnet.rs`), the
+//! EBS task-attach mount point, the bundled agent on first start, the
+//! cleanup after the warden has exited.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use crate::config::Config;
 use crate::durable;
 use crate::error::{Error, Result};
+use crate::hostnet;
 use crate::lock::Lock;
 use crate::paths::Paths;
 use crate::store::{self, Store};
@@ -46,22 +49,54 @@ fn make_private(what: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `pre-start`: layout, and the bundled agent when no build is installed.
-pub fn pre_start(paths: &Paths) -> Result<String> {
+/// `pre-start`: layout, the host network and the EBS mount point as
+/// ecs-init makes them, and the bundled agent when no build is installed.
+pub fn pre_start(paths: &Paths, cfg: &Config) -> Result<String> {
     prepare_layout(paths)?;
+    let net = hostnet::setup(paths, &cfg.host_net)?;
+    make_ebs_mount_dir(paths);
     let build = Store::new(paths).ensure_current()?;
     Ok(format!(
-        "ready: agent {} at {}",
+        "{net}\nready: agent {} at {}",
         build.version(),
         paths.display_rel(&paths.current_agent())
     ))
 }
 
-/// `post-stop`: remove what a warden that is gone left in `run/`.
+/// ecs-init creates `/mnt/ecs/ebs` (0755) and, when it cannot, only logs
+/// it: the agent is then told that EBS task attach is unsupported
+/// (`agent_env_overrides`).
+fn make_ebs_mount_dir(paths: &Paths) {
+    let dir = paths.ebs_mount_dir();
+    if let Err(e) = durable::create_dir("EBS task-attach mount", &dir, 0o755) {
+        log::error!("{e}; EBS task attach will be off (ECS_EBSTA_SUPPORTED=false)");
+    }
+}
+
+/// What ecs-init sets in the agent's environment from the host's state,
+/// over the config: `ECS_EBSTA_SUPPORTED` is `true` unless the config says
+/// otherwise, and `false` whatever the config says when the mount point
+/// is not a directory. `runtime::agent_environment` applies them.
+pub fn agent_env_overrides(paths: &Paths, cfg: &Config) -> Vec<(String, String)> {
+    const EBSTA: &str = "ECS_EBSTA_SUPPORTED";
+    let value = if !paths.ebs_mount_dir().is_dir() {
+        "false".to_string()
+    } else {
+        cfg.env
+            .get(EBSTA)
+            .map(|e| e.value.clone())
+            .unwrap_or_else(|| "true".into())
+    };
+    vec![(EBSTA.to_string(), value)]
+}
+
+/// `post-stop`: undo the host network set-up, and remove what a warden
+/// that is gone left in `run/`. Needs no Docker and no config.
 pub fn post_stop(paths: &Paths) -> Result<String> {
     if Lock::is_held(&paths.lock()) {
         return Ok("a warden is still running for this root; nothing to clean".into());
     }
+    let net = hostnet::teardown(paths)?;
     let mut removed = Vec::new();
     for p in [paths.control_socket()] {
         if p.exists() {
@@ -70,9 +105,9 @@ pub fn post_stop(paths: &Paths) -> Result<String> {
         }
     }
     Ok(if removed.is_empty() {
-        "nothing to clean".into()
+        format!("{net}\nnothing to clean in run/")
     } else {
-        format!("removed {}", removed.join(", "))
+        format!("{net}\nremoved {}", removed.join(", "))
     })
 }
 
@@ -86,7 +121,7 @@ pub fn reload_cache(paths: &Paths) -> Result<String> {
     let bundled = paths.bundled_agent();
     if !bundled.is_file() {
         return Err(Error::NoAgent {
-            current: paths.current_agent(),
+            current: None,
             bundled,
         });
     }
@@ -96,7 +131,9 @@ pub fn reload_cache(paths: &Paths) -> Result<String> {
             store::parse_version(&bundled_version),
             store::parse_version(cur.version()),
         ) {
-            (Ok(b), Ok(c)) => b > c,
+            // SemVer precedence: build metadata (`+x`) never makes a build
+            // newer (semver's `Ord` would order it).
+            (Ok(b), Ok(c)) => b.cmp_precedence(&c) == std::cmp::Ordering::Greater,
             _ => false,
         };
         if !newer {
@@ -120,4 +157,31 @@ pub fn reload_cache(paths: &Paths) -> Result<String> {
         "agent {} is now the current build",
         build.version()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ebs_task_attach_as_ecs_init_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let cfg = |text: &str| {
+            fs::create_dir_all(paths.etc_config.parent().unwrap()).unwrap();
+            fs::write(&paths.etc_config, text).unwrap();
+            Config::load(&paths).unwrap()
+        };
+        let ebsta = |c: &Config| agent_env_overrides(&paths, c)[0].1.clone();
+        let forced_on = cfg("ECS_EBSTA_SUPPORTED=true\n");
+        assert_eq!(
+            ebsta(&forced_on),
+            "false",
+            "no mount point: off, whatever the config says"
+        );
+        make_ebs_mount_dir(&paths);
+        assert!(paths.ebs_mount_dir().is_dir());
+        assert_eq!(ebsta(&cfg("")), "true", "ecs-init's default");
+        assert_eq!(ebsta(&cfg("ECS_EBSTA_SUPPORTED=false\n")), "false");
+    }
 }

@@ -12,7 +12,10 @@ use ecs_warden::paths::Paths;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    ecs_warden::failpoint::arm(std::env::var("ECS_WARDEN_FAILPOINT").ok());
+    ecs_warden::failpoint::arm(
+        std::env::var("ECS_WARDEN_FAILPOINT").ok(),
+        std::env::var_os("ECS_WARDEN_FAILPOINT_PAUSE").map(std::path::PathBuf::from),
+    );
     let handoff = std::env::var_os(ecs_warden::reexec::HANDOFF_ENV).map(std::path::PathBuf::from);
     // Not for the agent's environment, nor for a later re-exec.
     std::env::remove_var(ecs_warden::reexec::HANDOFF_ENV);
@@ -57,7 +60,13 @@ fn real_main(args: &[String], env_root: Option<String>, edge: &Edge) -> Exit {
             .map(|c| c.log_level)
             .unwrap_or(log::LevelFilter::Info),
         edge.journal,
+        Paths::new(&cli.root).init_log(),
     );
+    // Config is read before logging is set up; what it accepted with a
+    // warning is told now, once.
+    for w in cfg.iter().flat_map(|c| &c.warnings) {
+        log::warn!("config: {w}");
+    }
     match commands::run(&cli, cfg.as_ref(), edge) {
         Ok(code) => code,
         Err(e) => report(e),
@@ -66,10 +75,14 @@ fn real_main(args: &[String], env_root: Option<String>, edge: &Edge) -> Exit {
 
 fn report(e: Error) -> Exit {
     eprintln!("ecs-warden: {e}");
+    // ecs-init logs the error it dies of; ECS log collectors look there.
+    ecs_warden::logfile::to_file(log::Level::Error, &e.to_string());
     e.exit()
 }
 
-fn init_logging(level: log::LevelFilter, journal: bool) {
+/// Logs go to stderr (journald under systemd) and to `log_file`, ecs-init's
+/// `var/log/ecs/ecs-init.log`, in ecs-init's format (see `logfile.rs`).
+fn init_logging(level: log::LevelFilter, journal: bool, log_file: std::path::PathBuf) {
     let mut b = env_logger::Builder::new();
     b.filter_level(level).target(env_logger::Target::Stderr);
     b.format(move |f, record| {
@@ -86,7 +99,7 @@ fn init_logging(level: log::LevelFilter, journal: bool) {
             )
         }
     });
-    let _ = b.try_init();
+    ecs_warden::logfile::install(b.build(), Some(log_file));
 }
 
 /// sd-daemon priority prefixes, so journald records the level.

@@ -23,6 +23,12 @@ pub struct Paths {
     pub cache_dir: PathBuf,
     /// `run/ecs-warden/`: lock and control socket (volatile).
     pub run_dir: PathBuf,
+    /// `var/log/ecs/`: where ECS tools collect logs from.
+    pub log_dir: PathBuf,
+    /// `proc/`: the kernel's knobs for this host's network (`/proc` on a
+    /// real host; a test root links it to `/proc` inside its own network
+    /// namespace, see `hostnet.rs`).
+    pub proc_dir: PathBuf,
 }
 
 impl Paths {
@@ -37,6 +43,8 @@ impl Paths {
             warden_dir,
             cache_dir: root.join("var/cache/ecs"),
             run_dir: root.join("run/ecs-warden"),
+            log_dir: root.join("var/log/ecs"),
+            proc_dir: root.join("proc"),
             root,
         }
     }
@@ -108,6 +116,23 @@ impl Paths {
     /// Versions that failed their health gate and are refused.
     pub fn quarantine(&self) -> PathBuf {
         self.warden_dir.join("quarantine.json")
+    }
+
+    /// `var/log/ecs/ecs-init.log`: the warden's own log, where ecs-init kept
+    /// its own (ECS log collectors read it).
+    pub fn init_log(&self) -> PathBuf {
+        self.log_dir.join("ecs-init.log")
+    }
+
+    /// `mnt/ecs/ebs/`: the EBS task-attach mount point ecs-init creates.
+    pub fn ebs_mount_dir(&self) -> PathBuf {
+        self.root.join("mnt/ecs/ebs")
+    }
+
+    /// `run/ecs-warden/hostnet.json`: what `pre-start` changed on the host's
+    /// network that `post-stop` must put back (volatile, like the network).
+    pub fn hostnet_record(&self) -> PathBuf {
+        self.run_dir.join("hostnet.json")
     }
 
     /// `etc/ecs-warden/credentials`: the local key pair for the TCP API.

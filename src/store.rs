@@ -222,6 +222,44 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Why `current()` finds no build, in words for the operator: the link
+    /// is missing, dangles, or names a build whose install did not finish.
+    pub fn current_problem(&self) -> String {
+        let link = self.paths.current();
+        let target = match fs::read_link(&link) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return format!(
+                    "no agent build is installed ({} does not exist)",
+                    link.display()
+                )
+            }
+            Err(e) => return format!("{} is not a symlink to a build ({e})", link.display()),
+        };
+        let name = target.display();
+        let dir = self.paths.agents_dir.join(&target);
+        let marker = dir.join(ARTIFACT_FILE);
+        if !dir.is_dir() {
+            return format!("{} points at {name}, which does not exist", link.display());
+        }
+        match fs::read(&marker) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                "{} points at {name}, which has no completion marker ({}): an install was interrupted, so the build may be incomplete",
+                link.display(),
+                marker.display()
+            ),
+            Err(e) => format!(
+                "{} points at {name}, whose completion marker {} cannot be read: {e}",
+                link.display(),
+                marker.display()
+            ),
+            Ok(_) => match read_build(&dir) {
+                Ok(_) => format!("{} points at a complete build {name}", link.display()),
+                Err(e) => format!("{} points at {name}, which is not usable: {e}", link.display()),
+            },
+        }
+    }
+
     /// First start: install the bundled agent (`var/cache/ecs/ecs-agent`)
     /// when no build is current. Never replaces a current build: an agent
     /// updated through the API is not silently downgraded by a package.
@@ -232,7 +270,7 @@ impl<'a> Store<'a> {
         let bundled = self.paths.bundled_agent();
         if !bundled.is_file() {
             return Err(Error::NoAgent {
-                current: self.paths.current_agent(),
+                current: Some(self.current_problem()),
                 bundled,
             });
         }

@@ -145,6 +145,12 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
         Some(h) => Lock::adopt(h.lock_fd, &paths.lock())?,
         None => Lock::acquire(&paths.lock())?,
     };
+    // What a warden killed in the middle of a durable write left behind.
+    for dir in [&paths.warden_dir, &paths.agents_dir] {
+        for p in crate::durable::remove_stale_temps(dir) {
+            log::info!("removed the leftover {}", paths.display_rel(&p));
+        }
+    }
     Store::new(paths).ensure_current()?;
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx.clone())?;
@@ -171,6 +177,9 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
     sup.notifier.ready("supervising the ECS agent");
     let code = sup.run_loop(rx);
     let _ = std::fs::remove_file(paths.control_socket());
+    // The answer to `stop` (or another request the loop answered last) is
+    // still being written on its connection's thread.
+    crate::http::wait_for_answers(Duration::from_secs(1));
     drop(lock);
     Ok(code)
 }
@@ -256,8 +265,9 @@ impl World for View<'_> {
             .build(version)
             .map(|b| built(self.paths, b))
     }
-    fn has_snapshot(&self, version: &str) -> bool {
-        worker::snapshot_path(self.paths, version).is_dir()
+    fn snapshot_by(&self, version: &str) -> Option<String> {
+        crate::update::snapshot::marker(&worker::snapshot_path(self.paths, version))
+            .map(|m| m.update_id)
     }
     fn agent_running(&self) -> bool {
         matches!(self.agent, AgentState::Running { .. })
@@ -361,13 +371,16 @@ impl Supervisor {
     ) -> Outcome {
         let store = Store::new(&self.paths);
         match effect {
-            Effect::Record(rec) => match self.journal.write(&rec) {
-                Ok(()) => return Outcome::Next(Input::Recorded),
-                Err(e) => {
-                    log::error!("update journal: {e}");
-                    return Outcome::Failed(Input::NotRecorded(e.to_string()));
-                }
-            },
+            Effect::Record(rec) => {
+                failpoint::before_record(rec.step);
+                return match self.journal.write(&rec) {
+                    Ok(()) => Outcome::Next(Input::Recorded),
+                    Err(e) => {
+                        log::error!("update journal: {e}");
+                        Outcome::Failed(Input::NotRecorded(e.to_string()))
+                    }
+                };
+            }
             Effect::Work(work) => self.spawn_worker(work),
             Effect::StopAgent => {
                 if !self.stop_agent(StopFor::Machine) {

@@ -17,6 +17,7 @@
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
@@ -40,6 +41,63 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// `ListTasks` into a `ServerException`. A stopped or hung agent still
 /// fails them within this.
 pub const INTROSPECTION_BUDGET: Duration = Duration::from_secs(1);
+
+// ----- the answers' shapes (the ECS API's own) ------------------------------
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerInstance {
+    container_instance_arn: Option<String>,
+    agent_connected: bool,
+    agent_update_status: Option<&'static str>,
+    version_info: document::VersionInfo,
+    running_tasks_count: usize,
+    pending_tasks_count: usize,
+    status: &'static str,
+    status_reason: Option<String>,
+    attributes: [(); 0],
+    registered_resources: [(); 0],
+    remaining_resources: [(); 0],
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskContainer<'a> {
+    name: &'a str,
+    runtime_id: &'a str,
+    last_status: &'a str,
+    task_arn: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskDoc<'a> {
+    task_arn: &'a str,
+    last_status: &'a str,
+    desired_status: &'a str,
+    task_definition_arn: String,
+    containers: Vec<TaskContainer<'a>>,
+    cluster_arn: String,
+    container_instance_arn: Option<&'a str>,
+}
+
+/// A name the request asked for that is not here.
+#[derive(Debug, Serialize)]
+struct Missing<'a> {
+    arn: &'a str,
+    reason: &'static str,
+}
+
+fn missing(arn: &str) -> Missing<'_> {
+    Missing {
+        arn,
+        reason: "MISSING",
+    }
+}
+
+fn answer<T: Serialize>(v: T) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::ecs(ServerException, e.to_string()))
+}
 
 fn err(status: u16, name: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::protocol(status, name, message)
@@ -286,48 +344,45 @@ impl Host {
         }
     }
 
-    fn instance_doc(&self) -> Value {
+    fn instance_doc(&self) -> ContainerInstance {
         let doc = document::status(self.snapshot.clone(), &self.obs);
-        json!({
-            "containerInstanceArn": doc.container_instance_arn,
-            "agentConnected": doc.agent_connected,
-            "agentUpdateStatus": doc.snapshot.agent_update_status,
-            "versionInfo": doc.version_info,
-            "runningTasksCount": doc.running_tasks_count,
-            "pendingTasksCount": doc.pending_tasks_count,
-            "status": doc.status,
-            "statusReason": doc.status_reason,
-            "attributes": [],
-            "registeredResources": [],
-            "remainingResources": [],
-        })
+        ContainerInstance {
+            container_instance_arn: doc.container_instance_arn,
+            agent_connected: doc.agent_connected,
+            agent_update_status: doc.snapshot.agent_update_status.map(|s| s.as_str()),
+            version_info: doc.version_info,
+            running_tasks_count: doc.running_tasks_count,
+            pending_tasks_count: doc.pending_tasks_count,
+            status: doc.status,
+            status_reason: doc.status_reason,
+            attributes: [],
+            registered_resources: [],
+            remaining_resources: [],
+        }
     }
 
-    fn task_doc(&self, t: &Task) -> Value {
-        let containers: Vec<Value> = t
-            .containers
-            .iter()
-            .map(|c| {
-                json!({
-                    "name": c.name,
-                    "runtimeId": c.docker_id,
-                    "lastStatus": t.known_status,
-                    "taskArn": t.arn,
-                })
-            })
-            .collect();
-        json!({
-            "taskArn": t.arn,
-            "lastStatus": t.known_status,
-            "desiredStatus": t.desired_status,
-            "taskDefinitionArn": format!(
+    fn task_doc<'a>(&'a self, t: &'a Task) -> TaskDoc<'a> {
+        TaskDoc {
+            task_arn: &t.arn,
+            last_status: &t.known_status,
+            desired_status: &t.desired_status,
+            task_definition_arn: format!(
                 "arn:aws:ecs:{}:{}:task-definition/{}:{}",
                 self.region, self.account, t.family, t.version
             ),
-            "containers": containers,
-            "clusterArn": self.cluster_arn(),
-            "containerInstanceArn": self.arn,
-        })
+            containers: t
+                .containers
+                .iter()
+                .map(|c| TaskContainer {
+                    name: &c.name,
+                    runtime_id: &c.docker_id,
+                    last_status: &t.known_status,
+                    task_arn: &t.arn,
+                })
+                .collect(),
+            cluster_arn: self.cluster_arn(),
+            container_instance_arn: self.arn.as_deref(),
+        }
     }
 
     fn tasks(&self) -> Result<&[Task], ApiError> {
@@ -361,8 +416,15 @@ fn update_container_agent(
     let mut doc = after.instance_doc();
     // ECS answers an accepted request with PENDING, whatever step the
     // warden has already moved on to.
-    doc["agentUpdateStatus"] = json!("PENDING");
-    Ok(json!({ "containerInstance": doc }))
+    doc.agent_update_status = Some("PENDING");
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer {
+        container_instance: ContainerInstance,
+    }
+    answer(Answer {
+        container_instance: doc,
+    })
 }
 
 fn describe_container_instances(
@@ -385,10 +447,19 @@ fn describe_container_instances(
                 found.push(h.instance_doc());
             }
         } else {
-            failures.push(json!({"arn": n, "reason": "MISSING"}));
+            failures.push(missing(n));
         }
     }
-    Ok(json!({"containerInstances": found, "failures": failures}))
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer<'a> {
+        container_instances: Vec<ContainerInstance>,
+        failures: Vec<Missing<'a>>,
+    }
+    answer(Answer {
+        container_instances: found,
+        failures,
+    })
 }
 
 fn describe_tasks(
@@ -412,10 +483,18 @@ fn describe_tasks(
             .find(|t| t.arn == *n || t.arn.rsplit('/').next() == Some(n.as_str()));
         match hit {
             Some(t) => found.push(h.task_doc(t)),
-            None => failures.push(json!({"arn": n, "reason": "MISSING"})),
+            None => failures.push(missing(n)),
         }
     }
-    Ok(json!({"tasks": found, "failures": failures}))
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        tasks: Vec<TaskDoc<'a>>,
+        failures: Vec<Missing<'a>>,
+    }
+    answer(Answer {
+        tasks: found,
+        failures,
+    })
 }
 
 fn list_tasks(
@@ -444,5 +523,10 @@ fn list_tasks(
         .filter(|t| family.as_deref().is_none_or(|f| t.family == f))
         .map(|t| t.arn.as_str())
         .collect();
-    Ok(json!({"taskArns": arns}))
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer<'a> {
+        task_arns: Vec<&'a str>,
+    }
+    answer(Answer { task_arns: arns })
 }

@@ -22,6 +22,15 @@ use crate::error::{ApiError, Error, Result};
 use crate::event::{self, Event};
 use crate::http::{self, Handler, Limits, ReadError, Request, Response};
 
+/// Connections with a thread at once, per listener (`http` module doc): the
+/// control socket serves the CLI and the agent; the TCP port, which any
+/// local user can reach, gets fewer.
+const CONTROL_MAX_CONNS: usize = 128;
+const API_MAX_CONNS: usize = 64;
+/// Requests that fetch a manifest, answered at once per listener; more wait
+/// up to `http::SLOW_WAIT`, then get 503. One update runs at a time anyway.
+const MAX_SLOW: usize = 8;
+
 struct Control {
     tx: Sender<Event>,
     cfg: Config,
@@ -76,6 +85,23 @@ impl Handler for Control {
     fn reject(&self, err: &ReadError) -> Response {
         reject(err)
     }
+
+    /// The requests that resolve a manifest (a network fetch of up to
+    /// `fetch::probe_deadline`) before the main loop sees them.
+    fn is_slow(&self, req: &Request) -> bool {
+        match req.header("X-Amz-Target") {
+            Some(t) => t.ends_with(".UpdateContainerAgent"),
+            None => req.method == "POST" && matches!(req.path.as_str(), "/v1/update" | "/v1/stage"),
+        }
+    }
+
+    fn busy(&self, why: &str) -> Response {
+        let mut resp = respond::<()>(Err(ApiError::protocol(503, "ServiceUnavailable", why)));
+        if self.creds.is_some() {
+            resp.headers[0].1 = ecs::CONTENT_TYPE.into();
+        }
+        resp
+    }
 }
 
 /// The answer to a request that could not be read.
@@ -84,6 +110,7 @@ pub fn reject(err: &ReadError) -> Response {
         ReadError::Timeout => (408, "RequestTimeout"),
         ReadError::BodyTooLarge { .. } => (413, "RequestEntityTooLarge"),
         ReadError::HeadTooLarge => (431, "RequestHeaderFieldsTooLarge"),
+        ReadError::LengthRequired => (411, "LengthRequired"),
         _ => (400, "BadRequest"),
     };
     respond::<()>(Err(ApiError::protocol(status, name, err.to_string())))
@@ -98,7 +125,8 @@ pub fn spawn_tcp(port: u16, tx: Sender<Event>, cfg: &Config, creds: Credentials)
         "api",
         http::Listener::Tcp(listener),
         Limits {
-            max_conns: 64,
+            max_conns: API_MAX_CONNS,
+            max_slow: MAX_SLOW,
             max_body: ecs::MAX_BODY,
             request_timeout: Duration::from_secs(10),
         },
@@ -127,7 +155,8 @@ pub fn spawn(socket: &Path, tx: Sender<Event>, cfg: &Config) -> Result<()> {
         "control",
         http::Listener::Unix(listener),
         Limits {
-            max_conns: 64,
+            max_conns: CONTROL_MAX_CONNS,
+            max_slow: MAX_SLOW,
             max_body: MAX_BODY,
             request_timeout: Duration::from_secs(10),
         },

@@ -155,5 +155,10 @@ pub fn agent_environment(paths: &Paths, cfg: &Config) -> Vec<(String, String)> {
         "ECS_WARDEN_CONTROL_SOCKET",
         paths.control_socket().display().to_string(),
     );
+    // What ecs-init decides from the host's state, over the config.
+    for (k, v) in crate::host::agent_env_overrides(paths, cfg) {
+        env.retain(|(have, _)| *have != k);
+        env.push((k, v));
+    }
     env
 }

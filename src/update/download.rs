@@ -1,6 +1,10 @@
 //! Download a build into a partial file, hashing as bytes arrive.
 //!
-//! 1. Check free space for what is still missing.
+//! 1. Refuse a build above `ECS_WARDEN_MAX_BUILD_SIZE` (a size learned
+//!    with `HEAD` for the agent's stage call, or one from a journal, is held
+//!    to it too); check free space for what is still missing. Size
+//!    arithmetic saturates or is checked: an absurd size is refused, never
+//!    wrapped.
 //! 2. Resume from the partial file's length with `Range` (after a retry or
 //!    a warden restart); when the server ignores the range (200), start
 //!    over. The bytes already on disk are hashed once, on the first attempt
@@ -34,6 +38,8 @@ const CHUNK: usize = 1024 * 1024;
 const IN_FLIGHT: usize = 3;
 /// Head room kept free beyond the build's size.
 const SPACE_MARGIN: u64 = 16 * 1024 * 1024;
+/// Longest time received bytes wait in memory before they are written.
+const HAND_OVER: Duration = Duration::from_millis(200);
 
 /// Why a download failed, and whether to try again.
 #[derive(Debug)]
@@ -142,9 +148,6 @@ impl Sink {
     }
 }
 
-/// Largest build accepted when the caller does not know its size.
-pub const MAX_UNKNOWN_SIZE: u64 = 2 * 1024 * 1024 * 1024;
-
 /// The size of the source, for a target whose size is unknown: the file's
 /// length, or the `Content-Length` of a `HEAD` request.
 fn learn_size(job: &Job) -> Result<u64, DlError> {
@@ -155,15 +158,31 @@ fn learn_size(job: &Job) -> Result<u64, DlError> {
             .len()
     } else {
         let agent = fetch::agent_for(&t.url, job.proxy, job.cfg).map_err(DlError::Fatal)?;
-        let resp = agent.head(&t.url).call().map_err(|e| match e {
-            ureq::Error::Status(code, r) if (500..600).contains(&code) => {
-                DlError::Retry(format!("{}: HTTP {code} {}", t.url, r.status_text()))
-            }
-            ureq::Error::Status(code, r) => {
-                DlError::Fatal(format!("{}: HTTP {code} {}", t.url, r.status_text()))
-            }
-            ureq::Error::Transport(e) => DlError::Retry(format!("{}: {e}", t.url)),
-        })?;
+        // An overall deadline, as for a manifest: an answer trickled a
+        // byte at a time must not hold the update for minutes.
+        let deadline = fetch::probe_deadline(job.cfg);
+        let started = Instant::now();
+        let resp = agent
+            .head(&t.url)
+            .timeout(deadline)
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::Status(code, r) if (500..600).contains(&code) => {
+                    DlError::Retry(format!("{}: HTTP {code} {}", t.url, r.status_text()))
+                }
+                ureq::Error::Status(code, r) => {
+                    DlError::Fatal(format!("{}: HTTP {code} {}", t.url, r.status_text()))
+                }
+                ureq::Error::Transport(e) if started.elapsed() >= deadline => {
+                    DlError::Retry(format!(
+                        "{}: HEAD: no complete answer within {} (connect plus read timeout, at most {}): {e}",
+                        t.url,
+                        humantime::format_duration(deadline),
+                        humantime::format_duration(fetch::PROBE_DEADLINE_CAP)
+                    ))
+                }
+                ureq::Error::Transport(e) => DlError::Retry(format!("{}: {e}", t.url)),
+            })?;
         resp.header("Content-Length")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or_else(|| {
@@ -173,13 +192,25 @@ fn learn_size(job: &Job) -> Result<u64, DlError> {
                 ))
             })?
     };
-    if size == 0 || size > MAX_UNKNOWN_SIZE {
+    if size == 0 {
+        return Err(DlError::Fatal(format!("{}: the build is empty", t.url)));
+    }
+    check_size(job, size)?;
+    Ok(size)
+}
+
+/// A build above the configured bound is refused before any byte of it is
+/// fetched (a size from an old journal or the source, not only a
+/// manifest's).
+fn check_size(job: &Job, size: u64) -> Result<(), DlError> {
+    let max = job.cfg.max_build_size;
+    if size > max {
         return Err(DlError::Fatal(format!(
-            "{}: {size} bytes is not a plausible agent build (1 byte to {MAX_UNKNOWN_SIZE})",
-            t.url
+            "{}: the build is {size} bytes, above ECS_WARDEN_MAX_BUILD_SIZE ({max} bytes)",
+            job.target.url
         )));
     }
-    Ok(size)
+    Ok(())
 }
 
 /// Run a whole download with retries. On success the partial file holds
@@ -188,6 +219,7 @@ pub fn run(job: &mut Job, progress: Progress) -> Result<u64, DlError> {
     if job.target.size == 0 {
         job.target.size = learn_size(job)?;
     }
+    check_size(job, job.target.size)?;
     let job = &*job;
     let t = &job.target;
     let mut hashed: Option<(Sha256, u64)> = None;
@@ -243,7 +275,7 @@ fn disk_error(what: String, e: io::Error) -> DlError {
 /// Free bytes for unprivileged use in the file system holding `dir`.
 pub fn free_space(dir: &Path) -> io::Result<u64> {
     let s = nix::sys::statvfs::statvfs(dir).map_err(io::Error::from)?;
-    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+    Ok((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
 }
 
 fn attempt_once(
@@ -268,7 +300,9 @@ fn attempt_once(
     let dir = job.partial.parent().unwrap_or(Path::new("."));
     let free =
         free_space(dir).map_err(|e| DlError::Disk(format!("statvfs {}: {e}", dir.display())))?;
-    let need = t.size - have + SPACE_MARGIN;
+    // `have <= size` here; saturating, so an absurd size reads as "more
+    // than is free", never as a wrapped small number.
+    let need = t.size.saturating_sub(have).saturating_add(SPACE_MARGIN);
     if free < need {
         return Err(DlError::Disk(format!(
             "not enough free space in {}: {} bytes needed (build of {} bytes plus {} head room), {free} available",
@@ -400,7 +434,7 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
             .trim()
             .parse()
             .map_err(|_| DlError::Fatal(format!("{}: invalid Content-Length {len:?}", t.url)))?;
-        if len != t.size - offset {
+        if Some(len) != t.size.checked_sub(offset) {
             return Err(DlError::Fatal(format!(
                 "{}: Content-Length {len} disagrees with the manifest (size {}, from byte {offset})",
                 t.url, t.size
@@ -432,25 +466,31 @@ fn stream(
     'outer: loop {
         let mut buf = sink.buffer();
         let mut filled = 0;
-        // Fill one chunk (or hit EOF) before handing it over.
+        let mut eof = false;
+        let started = Instant::now();
+        // Fill one chunk (or hit EOF) before handing it over; on a slow
+        // link hand over what arrived after `HAND_OVER`, so the bytes reach
+        // the partial file (and survive a re-exec or a restart, which
+        // resume from its length) instead of waiting in memory for a
+        // chunk that may take minutes to fill.
         while filled < CHUNK {
             match reader.read(&mut buf[filled..]) {
-                Ok(0) => break,
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
                 Ok(n) => {
                     filled += n;
                     window_bytes += n as u64;
-                    if done + filled as u64 > t.size {
+                    if (filled as u64).checked_add(done).is_none_or(|d| d > t.size) {
                         result = Err(DlError::Fatal(format!(
                             "{}: the server sent more than the declared {} bytes",
                             t.url, t.size
                         )));
                         break 'outer;
                     }
-                    // On a slow link a chunk takes long to fill: report
-                    // what has arrived so far.
-                    if last_report.elapsed() >= Duration::from_millis(200) {
-                        progress(done + filled as u64, t.size);
-                        last_report = Instant::now();
+                    if started.elapsed() >= HAND_OVER {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -492,7 +532,6 @@ fn stream(
         }
         buf.truncate(filled);
         done += filled as u64;
-        let eof = filled < CHUNK;
         if filled > 0 && !sink.push(buf) {
             break;
         }
@@ -531,4 +570,64 @@ fn finish(job: &Job, file: File, hasher: Sha256) -> Result<(), DlError> {
     file.sync_all()
         .map_err(|e| disk_error(format!("fsync {}", job.partial.display()), e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Entry, DEFAULTS};
+
+    fn config() -> Config {
+        let env = DEFAULTS
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Entry {
+                        value: v.to_string(),
+                        origin: None,
+                    },
+                )
+            })
+            .collect();
+        Config::from_env(env).unwrap()
+    }
+
+    fn job<'a>(cfg: &'a Config, dir: &Path, size: u64) -> Job<'a> {
+        Job {
+            target: Target {
+                version: "1.1.0".into(),
+                git_hash: None,
+                url: format!("file://{}/source", dir.display()),
+                sha256: "0".repeat(64),
+                size,
+            },
+            partial: dir.join(".1.1.0.partial"),
+            proxy: &cfg.proxy,
+            cfg: &cfg.update,
+        }
+    }
+
+    /// A size of u64::MAX (say, from a journal written before the bound
+    /// existed) is refused, never overflows.
+    #[test]
+    fn an_absurd_size_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config();
+        let mut j = job(&cfg, dir.path(), u64::MAX);
+        match run(&mut j, &mut |_, _| {}) {
+            Err(DlError::Fatal(m)) => {
+                assert!(m.contains("ECS_WARDEN_MAX_BUILD_SIZE"), "{m}");
+                assert!(m.contains("18446744073709551615"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Below the bound check too, the free-space arithmetic holds.
+        fs::write(&j.partial, b"abc").unwrap();
+        let mut hashed = None;
+        match attempt_once(&j, &mut hashed, &mut |_, _| {}) {
+            Err(DlError::Disk(m)) => assert!(m.contains("not enough free space"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

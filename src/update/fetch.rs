@@ -33,6 +33,21 @@ fn no_proxy_matches(host: &str, list: &[String]) -> bool {
     })
 }
 
+/// Longest overall deadline of a small fetch (see `probe_deadline`).
+pub const PROBE_DEADLINE_CAP: Duration = Duration::from_secs(20);
+
+/// The overall deadline of a manifest fetch or a `HEAD` probe of a build,
+/// redirects and body included: one connect plus one read timeout, at most
+/// `PROBE_DEADLINE_CAP`. Their answers are small, so a server that
+/// trickles them a byte at a time (never silent long enough for the read
+/// timeout) is cut off here; and the cap keeps it below the 30 s the CLI
+/// waits for its answer, so the CLI hears why.
+pub fn probe_deadline(cfg: &UpdateConfig) -> Duration {
+    cfg.connect_timeout
+        .saturating_add(cfg.read_timeout)
+        .min(PROBE_DEADLINE_CAP)
+}
+
 /// A ureq agent for `url` with the update timeouts. `read_timeout` bounds
 /// each read (a stall); the caller enforces the minimum throughput.
 pub fn agent_for(

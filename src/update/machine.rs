@@ -82,8 +82,9 @@ pub trait World {
     fn current_is(&self, version: &str) -> bool;
     /// The complete build of `version`, if installed.
     fn build(&self, version: &str) -> Option<Built>;
-    /// Whether build `version` has a data snapshot.
-    fn has_snapshot(&self, version: &str) -> bool;
+    /// The update that took build `version`'s data snapshot, if it has a
+    /// complete one.
+    fn snapshot_by(&self, version: &str) -> Option<String>;
     /// Whether the agent runs now.
     fn agent_running(&self) -> bool;
     /// Whether no agent runs and none is due (it exited and the warden
@@ -500,7 +501,7 @@ impl Machine {
             (_, I::RetryJournal) => self.write(Write::Retry, fx),
 
             // ----- recovery ---------------------------------------------
-            (idle!(), I::Recovered) => fx.push(Effect::Housekeeping),
+            (idle!(), I::Recovered) => self.housekeeping(w, fx),
             (Some(step), I::Recovered) => self.recover(step, w, fx),
 
             // ----- staging ----------------------------------------------
@@ -806,7 +807,7 @@ impl Machine {
         let (cur_name, cur) = self.running_version(w)?;
         let tv =
             parse_version(&target.version).map_err(|m| refusal(InvalidParameterException, m))?;
-        if tv <= cur {
+        if tv.cmp_precedence(&cur) != std::cmp::Ordering::Greater {
             return Err(refusal(
                 NoUpdateAvailableException,
                 format!("the agent already runs {cur}; the available build {tv} is not newer"),
@@ -905,7 +906,7 @@ impl Machine {
                     rec.step.as_str()
                 );
                 if !rec.in_flight() {
-                    fx.push(Effect::Housekeeping);
+                    self.housekeeping(w, fx);
                 }
             }
         }
@@ -1226,14 +1227,32 @@ impl Machine {
             }
             RollbackRestore => {
                 let back = self.rollback_version();
-                if self.rec().restore_data && w.has_snapshot(&back) {
+                let r = self.rec();
+                // A failed update restores only the snapshot it took itself
+                // (an older one would lose the data written since); an
+                // operator's rollback restores the one taken when the build
+                // it goes back to was replaced.
+                let restore = r.restore_data
+                    && match w.snapshot_by(&back) {
+                        Some(by) => r.origin == Origin::Rollback || by == r.id,
+                        None => false,
+                    };
+                if restore {
                     fx.push(Effect::Work(Work::Restore { id, version: back }));
                 } else {
+                    if r.restore_data && r.origin != Origin::Rollback {
+                        log::warn!(
+                            "rollback: this update took no data snapshot of {back}; the agent's data is left as it is"
+                        );
+                    }
                     self.after_restore(Ok(()), fx);
                 }
             }
             RollbackStart => self.expect(Wait::Start, Effect::StartAgent, fx),
-            Updated => self.updated(fx),
+            Updated => {
+                self.updated(fx);
+                self.housekeeping(w, fx);
+            }
             Failed => {
                 self.leave_failed(w, fx);
                 if self.quarantine_on_failure {
@@ -1249,7 +1268,7 @@ impl Machine {
                     fx.push(Effect::SaveQuarantine(self.quarantine.clone()));
                     log::error!("update to {v} FAILED and was rolled back; quarantining {v}");
                 }
-                fx.push(Effect::Housekeeping);
+                self.housekeeping(w, fx);
             }
         }
     }
@@ -1351,6 +1370,22 @@ impl Machine {
         }
         if changed {
             fx.push(Effect::SaveQuarantine(self.quarantine.clone()));
+        }
+    }
+
+    /// Nothing in flight: old builds and files go, and so do quarantine
+    /// entries for versions older than the one that runs.
+    fn housekeeping(&mut self, w: &dyn World, fx: &mut Vec<Effect>) {
+        if let Some(cur) = w.current() {
+            let dropped = self.quarantine.prune(&cur.version);
+            if !dropped.is_empty() {
+                log::info!(
+                    "quarantine: dropped {} (older than the current build {})",
+                    dropped.join(", "),
+                    cur.version
+                );
+                fx.push(Effect::SaveQuarantine(self.quarantine.clone()));
+            }
         }
         fx.push(Effect::Housekeeping);
     }
@@ -1478,7 +1513,7 @@ impl Machine {
             }
             RollbackStop | RollbackSwitch | RollbackRestore => self.announce(RollbackSwitch, fx),
             RollbackStart | RollbackGate => self.announce(RollbackStart, fx),
-            Updated | Failed => fx.push(Effect::Housekeeping),
+            Updated | Failed => self.housekeeping(w, fx),
         }
     }
 }

@@ -132,16 +132,35 @@ pub fn fetch(source: &str, proxy: &ProxyConfig, cfg: &UpdateConfig) -> Result<Ve
             .map_err(|e| format!("read manifest {path}: {e}"))?;
     } else {
         let agent = fetch::agent_for(source, proxy, cfg)?;
-        let resp = agent.get(source).call().map_err(|e| match e {
-            ureq::Error::Status(code, r) => {
-                format!("fetch manifest {source}: HTTP {code} {}", r.status_text())
+        // An overall deadline: a manifest trickled a byte at a time must
+        // not hold this thread (and the CLI waiting on it) for minutes.
+        let deadline = fetch::probe_deadline(cfg);
+        let started = std::time::Instant::now();
+        let late = |e: String| {
+            if started.elapsed() >= deadline {
+                format!(
+                    "fetch manifest {source}: no complete answer within {} (connect plus read timeout, at most {}): {e}",
+                    humantime::format_duration(deadline),
+                    humantime::format_duration(fetch::PROBE_DEADLINE_CAP)
+                )
+            } else {
+                format!("fetch manifest {source}: {e}")
             }
-            ureq::Error::Transport(t) => format!("fetch manifest {source}: {t}"),
-        })?;
+        };
+        let resp = agent
+            .get(source)
+            .timeout(deadline)
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::Status(code, r) => {
+                    format!("fetch manifest {source}: HTTP {code} {}", r.status_text())
+                }
+                ureq::Error::Transport(t) => late(t.to_string()),
+            })?;
         resp.into_reader()
             .take(MAX_MANIFEST + 1)
             .read_to_end(&mut out)
-            .map_err(|e| format!("fetch manifest {source}: {e}"))?;
+            .map_err(|e| late(e.to_string()))?;
     }
     if out.len() as u64 > MAX_MANIFEST {
         return Err(format!(
@@ -213,6 +232,19 @@ fn validate(source: &str, i: usize, e: &Entry) -> Result<Build, String> {
         version,
         arch: e.arch.clone(),
     })
+}
+
+/// Refuse a manifest with an entry larger than `max` bytes (the
+/// configured `ECS_WARDEN_MAX_BUILD_SIZE`); `builds` are `parse`'s, in the
+/// manifest's order.
+pub fn check_sizes(source: &str, builds: &[Build], max: u64) -> Result<(), String> {
+    match builds.iter().enumerate().find(|(_, b)| b.target.size > max) {
+        Some((i, b)) => Err(format!(
+            "manifest {source}: agents[{i}] (version {}): size {} bytes is above ECS_WARDEN_MAX_BUILD_SIZE ({max} bytes)",
+            b.target.version, b.target.size
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Pick the target: exactly `want` when given, else the highest version

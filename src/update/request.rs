@@ -93,6 +93,7 @@ pub fn resolve(
         .map_err(|m| invalid(format!("source {source}: {m}")))?;
     let bytes = manifest::fetch(&source, &cfg.proxy, &cfg.update).map_err(invalid)?;
     let builds = manifest::parse(&source, &bytes).map_err(invalid)?;
+    manifest::check_sizes(&source, &builds, cfg.update.max_build_size).map_err(invalid)?;
     let chosen = manifest::choose(&source, &builds, manifest::host_arch(), want.as_ref())
         .map_err(invalid)?;
     manifest::check_source(&chosen.target.url, cfg.update.allow_http)

@@ -1,10 +1,16 @@
 //! Snapshot and restore of the agent's data directory.
 //!
 //! Take (the old agent is stopped, so the copy is consistent):
-//! 1. copy `var/lib/ecs/data` into `<dest>.tmp`, each file fsynced (not
+//! 1. remove the marker `<dest>.json` and any older snapshot, so a failed
+//!    snapshot never leaves an old one to be restored in its place;
+//! 2. copy `var/lib/ecs/data` into `<dest>.tmp`, each file fsynced (not
 //!    `syncfs(2)`: on a busy host that would flush everyone's dirty data
-//!    inside the agent's downtime);
-//! 2. rename `<dest>.tmp` to `<dest>`, fsync the parent.
+//!    inside the agent's downtime); on failure remove it (it may be what
+//!    fills the disk);
+//! 3. rename `<dest>.tmp` to `<dest>`, fsync the parent;
+//! 4. write the marker `<dest>.json` naming the update that took it.
+//!
+//! A snapshot counts only with its marker: restore checks whose it is.
 //!
 //! Restore (idempotent; redone whole after a crash):
 //! 1. copy the snapshot into `data.restore`;
@@ -61,17 +67,50 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     fs::File::open(dst)?.sync_all()
 }
 
-/// Snapshot `data` into `dest` (replacing an older snapshot there).
-pub fn take(data: &Path, dest: &Path) -> Result<()> {
+/// The marker of a snapshot at `dest`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Marker {
+    /// The update that took it.
+    pub update_id: String,
+    pub taken_at: String,
+}
+
+fn marker_path(dest: &Path) -> PathBuf {
+    with_suffix(dest, ".json")
+}
+
+/// Whose snapshot is at `dest`, if there is a complete one.
+pub fn marker(dest: &Path) -> Option<Marker> {
+    let m: Marker = serde_json::from_slice(&fs::read(marker_path(dest)).ok()?).ok()?;
+    dest.is_dir().then_some(m)
+}
+
+/// Snapshot `data` into `dest` for update `update_id` (replacing an older
+/// snapshot there).
+pub fn take(data: &Path, dest: &Path, update_id: &str) -> Result<()> {
+    let marker = marker_path(dest);
+    remove_any(&marker).map_err(Error::io("remove old snapshot marker", &marker))?;
+    remove_any(dest).map_err(Error::io("remove old snapshot", dest))?;
     let tmp = with_suffix(dest, ".tmp");
     remove_any(&tmp).map_err(Error::io("remove stale snapshot", &tmp))?;
     if !data.exists() {
         fs::create_dir_all(data).map_err(Error::io("create agent data directory", data))?;
     }
-    copy_tree(data, &tmp).map_err(Error::io("snapshot agent data into", &tmp))?;
-    remove_any(dest).map_err(Error::io("remove old snapshot", dest))?;
+    if let Err(e) = copy_tree(data, &tmp) {
+        let _ = remove_any(&tmp);
+        return Err(Error::io("snapshot agent data into", &tmp)(e));
+    }
     fs::rename(&tmp, dest).map_err(Error::io("rename snapshot into", dest))?;
-    durable::sync_parent(dest)
+    durable::sync_parent(dest)?;
+    durable::write_json(
+        "snapshot marker",
+        &marker,
+        &Marker {
+            update_id: update_id.to_string(),
+            taken_at: crate::store::now_rfc3339(),
+        },
+    )
 }
 
 /// Put the snapshot at `snap` back as `data`.
@@ -102,7 +141,8 @@ mod tests {
         fs::write(data.join("state.json"), "old").unwrap();
         fs::write(data.join("sub/x"), "x").unwrap();
         let snap = dir.path().join("snap");
-        take(&data, &snap).unwrap();
+        take(&data, &snap, "u1").unwrap();
+        assert_eq!(marker(&snap).unwrap().update_id, "u1");
         fs::write(data.join("state.json"), "new").unwrap();
         fs::write(data.join("added"), "y").unwrap();
         restore(&snap, &data).unwrap();
@@ -112,5 +152,26 @@ mod tests {
         // Restoring again (as after a crash) is harmless.
         restore(&snap, &data).unwrap();
         assert_eq!(fs::read_to_string(data.join("state.json")).unwrap(), "old");
+    }
+
+    #[test]
+    fn a_failed_snapshot_leaves_neither_the_old_one_nor_its_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(&data).unwrap();
+        fs::write(data.join("state.json"), "v1").unwrap();
+        let snap = dir.path().join("snap");
+        take(&data, &snap, "u1").unwrap();
+        // A data directory that cannot be copied (a file without read
+        // permission is still readable by root: use a dangling path).
+        let missing = dir.path().join("not-a-dir-file");
+        fs::write(&missing, "x").unwrap();
+        assert!(take(&missing, &snap, "u2").is_err());
+        assert!(marker(&snap).is_none(), "no marker: nothing to restore");
+        assert!(!snap.exists(), "the old snapshot is gone");
+        assert!(
+            !dir.path().join("snap.tmp").exists(),
+            "no partial copy left"
+        );
     }
 }

@@ -66,8 +66,8 @@ pub fn run(work: Work, ctx: &Ctx, progress: &dyn Fn(Report)) -> Report {
             result: gate::record_tasks(&ctx.cfg.introspection, ctx.cfg.update.health_timeout),
         },
         Work::Snapshot { id, version } => Report::Snapshot {
-            id,
-            result: snapshot::take(&paths.data_dir, &snapshot_path(paths, &version))
+            id: id.clone(),
+            result: snapshot::take(&paths.data_dir, &snapshot_path(paths, &version), &id)
                 .map_err(|e| e.to_string()),
         },
         Work::Restore { id, version } => Report::Restored {

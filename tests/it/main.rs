@@ -29,11 +29,18 @@ mod api_cli;
 mod api_protocol;
 mod cli;
 mod config;
+mod config_compat;
 mod containers;
-// The warden SIGKILLs itself at fail points only in a `failpoints` build.
+// Fail points (the warden SIGKILLs itself, a worker panics, ...) exist only
+// in a `failpoints` build.
 #[cfg(feature = "failpoints")]
 mod crash_matrix;
+#[cfg(feature = "failpoints")]
+mod disk_faults;
 mod faults;
+mod flood;
+mod hostnet;
+mod limits;
 mod reexec;
 mod sample_agent;
 mod sigv4_botocore;

@@ -231,6 +231,7 @@ fn botocore_ecs_client_over_loopback_tcp() {
         Listener::Tcp(listener),
         Limits {
             max_conns: 8,
+            max_slow: 1,
             max_body: 64 * 1024,
             request_timeout: Duration::from_secs(10),
         },

@@ -587,12 +587,14 @@ fn package_headers_name_version_conflicts_and_dependencies() {
     );
 
     // A static binary needs no libraries; only the scriptlets need a shell
-    // and systemctl.
+    // and systemctl, and pre-start the host's iptables and ip.
     let requires = ok(Command::new("rpm").args(["-qp", "--requires"]).arg(&b.r1));
     for r in requires.lines() {
         assert!(
             r == "/bin/sh"
                 || r == "systemd"
+                || r == "iptables"
+                || r == "iproute"
                 || r.starts_with("rpmlib(")
                 || r.starts_with("config(ecs-warden)"),
             "unexpected dependency {r:?}:\n{requires}"

@@ -46,7 +46,8 @@ struct Host {
     builds: Vec<Built>,
     current: Option<String>,
     previous: Option<String>,
-    snapshots: Vec<String>,
+    /// (version, the update that took its snapshot)
+    snapshots: Vec<(String, String)>,
     running: bool,
     stopping: bool,
     desired: bool,
@@ -65,8 +66,12 @@ impl World for Host {
     fn build(&self, version: &str) -> Option<Built> {
         self.builds.iter().find(|b| b.version == version).cloned()
     }
-    fn has_snapshot(&self, version: &str) -> bool {
-        self.snapshots.iter().any(|s| s == version)
+    fn snapshot_by(&self, version: &str) -> Option<String> {
+        self.snapshots
+            .iter()
+            .rev()
+            .find(|s| s.0 == version)
+            .map(|s| s.1.clone())
     }
     fn agent_running(&self) -> bool {
         self.running
@@ -150,9 +155,6 @@ impl Sim {
                         Some(Input::Recorded)
                     }
                     Effect::Work(w) => {
-                        if let Work::Snapshot { version, .. } = &w {
-                            self.host.snapshots.push(version.clone());
-                        }
                         self.work.push(w);
                         None
                     }
@@ -258,9 +260,12 @@ impl Sim {
     }
 
     fn snapshot(&mut self, result: Result<(), String>) -> &mut Sim {
-        let Work::Snapshot { id, .. } = self.take_work() else {
+        let Work::Snapshot { id, version } = self.take_work() else {
             panic!("not a snapshot: {:?}", self.work)
         };
+        if result.is_ok() {
+            self.host.snapshots.push((version, id.clone()));
+        }
         self.feed(Input::Report(Report::Snapshot { id, result }))
     }
 
@@ -601,10 +606,16 @@ const ROLLBACK: [Step; 6] = [
     Failed,
 ];
 
-/// A failed update after the switch: rolled back to 1.0.0, FAILED,
-/// quarantined, `previous` as before.
+/// A failed update after the switch: rolled back to 1.0.0 (its data
+/// snapshot restored), FAILED, quarantined, `previous` as before.
 fn assert_rolled_back(s: &mut Sim, reason: Reason) {
-    s.restored().gate(Ok(()));
+    s.restored();
+    assert_rolled_back_keeping_data(s, reason);
+}
+
+/// ... without a snapshot to restore.
+fn assert_rolled_back_keeping_data(s: &mut Sim, reason: Reason) {
+    s.gate(Ok(()));
     let tail = &s.recorded[s.recorded.len() - ROLLBACK.len()..];
     assert_eq!(tail, ROLLBACK, "{:?}", s.recorded);
     assert_eq!(s.error().reason, reason);
@@ -630,7 +641,6 @@ fn a_crash_during_the_gate_rolls_back() {
     s.feed(Input::AgentExited(Ended::Code(1)));
     // The gate's late report belongs to an older run: ignored.
     s.take_work();
-    s.host.snapshots.push("1.0.0".into());
     assert_rolled_back(&mut s, Reason::Crash);
 }
 
@@ -642,8 +652,23 @@ fn a_failed_snapshot_rolls_back() {
         .reverified()
         .tasks()
         .snapshot(Err("no space".into()));
-    s.host.snapshots.push("1.0.0".into());
-    assert_rolled_back(&mut s, Reason::Snapshot);
+    assert!(!s.work.iter().any(|w| matches!(w, Work::Restore { .. })));
+    assert_rolled_back_keeping_data(&mut s, Reason::Snapshot);
+}
+
+#[test]
+fn a_rollback_never_restores_a_snapshot_another_update_took() {
+    let mut s = Sim::new();
+    s.host
+        .snapshots
+        .push(("1.0.0".into(), "an-earlier-update".into()));
+    s.feed(Input::Update(request("1.1.0", true)))
+        .staged()
+        .reverified()
+        .tasks()
+        .snapshot(Err("no space".into()));
+    assert!(!s.work.iter().any(|w| matches!(w, Work::Restore { .. })));
+    assert_rolled_back_keeping_data(&mut s, Reason::Snapshot);
 }
 
 #[test]
@@ -715,7 +740,7 @@ fn an_operator_rollback_swaps_current_and_previous() {
     let mut s = Sim::new();
     s.up_to_gate().gate(Ok(()));
     s.recorded.clear();
-    s.host.snapshots = vec!["1.0.0".into()];
+    s.host.snapshots = vec![("1.0.0".into(), "an-earlier-update".into())];
     s.feed(Input::Rollback { keep_data: false });
     assert_eq!(s.answer, Some(Ok(())));
     s.tasks().restored().gate(Ok(()));
@@ -741,7 +766,7 @@ fn an_operator_rollback_swaps_current_and_previous() {
 fn an_operator_rollback_keeping_data_restores_nothing() {
     let mut s = Sim::new();
     s.up_to_gate().gate(Ok(()));
-    s.host.snapshots = vec!["1.0.0".into()];
+    s.host.snapshots = vec![("1.0.0".into(), "an-earlier-update".into())];
     s.feed(Input::Rollback { keep_data: true });
     s.tasks().gate(Ok(()));
     assert_eq!(s.step(), Updated);
@@ -926,12 +951,16 @@ fn at(step: Step, origin: Origin) -> Record {
 
 /// A sim recovering `rec` on a host whose agent is down (a warden start)
 /// with 1.1.0 in the store, `current` at `current` and data snapshots of
-/// `snapshots`.
+/// `snapshots` (taken by this update).
 fn recovering(rec: Record, current: &str, snapshots: &[&str]) -> Sim {
+    let id = rec.id.clone();
     let mut s = Sim::with(Some(rec));
     s.host.builds.push(built("1.1.0", H2));
     s.host.current = Some(current.into());
-    s.host.snapshots = snapshots.iter().map(|v| v.to_string()).collect();
+    s.host.snapshots = snapshots
+        .iter()
+        .map(|v| (v.to_string(), id.clone()))
+        .collect();
     s.host.running = false;
     s.feed(Input::Recovered);
     s
@@ -1051,7 +1080,7 @@ fn recover_an_operator_rollback() {
         s.host.builds.push(built("1.1.0", H2));
         s.host.current = Some(current.into());
         s.host.previous = Some("1.1.0".into()).filter(|_| current == "1.0.0");
-        s.host.snapshots = vec!["1.0.0".into()];
+        s.host.snapshots = vec![("1.0.0".into(), "an-earlier-update".into())];
         s.host.running = false;
         s.feed(Input::Recovered);
         if step == RollbackSwitch {
