@@ -185,7 +185,10 @@ have curl || want+=(curl)
 have openssl || want+=(openssl)
 have musl-gcc || want+=(musl-tools)
 have python3 || want+=(python3)
-have gcc || want+=(gcc libc6-dev)
+# gcc with its C library: `gcc -static` needs libc.a, which comes with
+# libc6-dev (gcc only recommends it), so the packages are what is checked.
+installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
+installed gcc && installed libc6-dev || want+=(gcc libc6-dev)
 if [ "${#want[@]}" -gt 0 ]; then
     apt_install "${want[@]}" || info "could not install ${want[*]}"
 fi

@@ -5,7 +5,8 @@
 #
 # 1. Installs what is missing (Debian/Ubuntu, as root): the rustup target
 #    <arch>-unknown-linux-musl, musl-tools (ring's C code for x86_64),
-#    gcc-aarch64-linux-gnu (ring's C code and the linker for aarch64), rpm.
+#    gcc-aarch64-linux-gnu with libc6-dev-arm64-cross (ring's C code and
+#    the linker for aarch64), rpm.
 # 2. Builds the static binary:
 #      cargo build --release --target <arch>-unknown-linux-musl --bin ecs-warden
 # 3. Packs it with packaging/ecs.service, packaging/ecs-warden.tmpfiles,
@@ -111,7 +112,13 @@ fi
 if [ "$arch" = x86_64 ]; then
     command -v musl-gcc >/dev/null || apt_install musl-tools
 else
-    command -v aarch64-linux-gnu-gcc >/dev/null || apt_install gcc-aarch64-linux-gnu
+    # The cross compiler only recommends the headers ring's C includes
+    # (bits/libc-header-start.h): check the packages, not the command.
+    cross=()
+    for p in gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross; do
+        [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || cross+=("$p")
+    done
+    [ "${#cross[@]}" = 0 ] || apt_install "${cross[@]}"
     # ring compiles C (and assembly) for the target; the glibc cross compiler
     # is enough for that, and links the static musl binary.
     export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc

@@ -19,7 +19,10 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 if ! source scripts/docker-env.sh 2>/dev/null; then
     echo "demo: no Docker engine; tasks will be plain processes" >&2
 fi
-command -v python3 >/dev/null 2>&1 || bash scripts/setup.sh
+# The build's C toolchain, curl and python3 (the manifest server); the
+# rest of setup.sh (the test tools) is not needed here.
+bash scripts/apt-install.sh gcc libc6-dev binutils ca-certificates curl
+command -v python3 >/dev/null 2>&1 || bash scripts/apt-install.sh python3
 
 say "building"
 cargo build --quiet --bins

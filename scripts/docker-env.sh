@@ -8,8 +8,9 @@
 # Steps, each skipped when already done (so it is idempotent and quiet):
 # 1. use the engine that answers `docker info` (DOCKER_HOST, or the default
 #    socket, or a private engine this script started earlier); otherwise, as
-#    root, install Debian's docker.io if dockerd is missing and start a
-#    private dockerd under /tmp/ecs-warden-dockerd, waiting up to 60 s;
+#    root, install Debian's docker.io (and apparmor when the kernel enforces
+#    it) if dockerd is missing, and start a private dockerd under
+#    /tmp/ecs-warden-dockerd, waiting up to 60 s;
 # 2. install busybox-static if /bin/busybox is missing or not static;
 # 3. import the image ecs-warden-task:latest (a rootfs of busybox with sh and
 #    sleep) if the engine does not have it.
@@ -26,20 +27,13 @@ _ew_answers() { # HOST: does an engine answer there?
     DOCKER_HOST=$1 timeout 10 docker info >/dev/null 2>&1
 }
 
-_ew_apt_install() { # PACKAGE
-    if [ "$(id -u)" != 0 ]; then
-        _ew_fail "$1 is needed; install it or run this as root"
-        return 1
-    fi
-    command -v apt-get >/dev/null 2>&1 || {
-        _ew_fail "$1 is needed and apt-get is missing; install it by hand"
+_EW_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+_ew_apt_install() { # PACKAGE...
+    bash "$_EW_SCRIPTS/apt-install.sh" "$@" || {
+        _ew_fail "cannot install $*"
         return 1
     }
-    local log="${TMPDIR:-/tmp}/ecs-warden-apt-$1.log"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1"; } >"$log" 2>&1; then
-        _ew_fail "apt-get install $1 failed; see $log"
-        return 1
-    fi
 }
 
 _ew_engine() {
@@ -65,7 +59,13 @@ _ew_engine() {
         return 1
     fi
     if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
-        _ew_apt_install docker.io || return 1
+        # docker.io brings dockerd, the CLI, containerd, runc and iptables.
+        # Of what it recommends only apparmor matters here: with AppArmor
+        # on in the kernel, dockerd needs apparmor_parser to start any
+        # container. (git and xz-utils serve builds and pulls, not this.)
+        local pkgs=(docker.io)
+        [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ] && pkgs+=(apparmor)
+        _ew_apt_install "${pkgs[@]}" || return 1
     fi
     mkdir -p "$ECS_WARDEN_DOCKERD_DIR" || {
         _ew_fail "cannot create $ECS_WARDEN_DOCKERD_DIR"

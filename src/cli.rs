@@ -1,7 +1,12 @@
-//! The command line, parsed in two stages: raw words into `Raw` (global
-//! options, the verb, its flags), then `Raw` into a validated `Command`.
-//! Nothing runs until both stages pass; a wrong word prints usage and exits 2.
+//! The command line, parsed in two stages: the raw words (`OsString`s, as
+//! `execve` passed them) into `Raw` (global options, the verb, its flags),
+//! then `Raw` into a validated `Command`. A path (`--root`, and
+//! `$ECS_WARDEN_ROOT`) is taken byte for byte; every other word must be
+//! UTF-8. Nothing runs until both stages pass; a wrong word prints usage
+//! and exits 2.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -232,66 +237,98 @@ pub fn verb_help(verb: Verb) -> String {
     )
 }
 
+/// The words of stage one, sorted but not yet checked against the verb.
+struct Raw {
+    root: Option<PathBuf>,
+    help: bool,
+    verb: Option<&'static VerbSpec>,
+    /// `(name, value)`: `--flag`, `--flag=VALUE` or `--flag VALUE`.
+    flags: Vec<(String, Option<String>)>,
+}
+
 /// Parse argv (without the program name). `env_root` is `$ECS_WARDEN_ROOT`.
-pub fn parse(args: &[String], env_root: Option<String>) -> Result<Cli> {
-    let mut root: Option<PathBuf> = None;
-    let mut help = false;
-    let mut verb: Option<&'static VerbSpec> = None;
-    let mut flags: Vec<String> = Vec::new();
+pub fn parse(args: &[OsString], env_root: Option<OsString>) -> Result<Cli> {
+    validate(words(args)?, env_root)
+}
+
+/// A word that must be text.
+fn utf8<'a>(word: &'a OsStr, what: &str) -> Result<&'a str> {
+    word.to_str()
+        .ok_or_else(|| Error::Usage(format!("{what} {word:?} is not valid UTF-8")))
+}
+
+/// Stage one: sort the words into the root, help, the verb and its flags.
+fn words(args: &[OsString]) -> Result<Raw> {
+    let mut raw = Raw {
+        root: None,
+        help: false,
+        verb: None,
+        flags: Vec::new(),
+    };
     let mut i = 0;
     while i < args.len() {
-        let a = args[i].as_str();
-        if a == "--root" {
+        let word = args[i].as_os_str();
+        if word == "--root" {
             i += 1;
             let v = args
                 .get(i)
                 .ok_or_else(|| Error::Usage("--root needs a directory".into()))?;
-            root = Some(PathBuf::from(v));
-        } else if let Some(v) = a.strip_prefix("--root=") {
-            root = Some(PathBuf::from(v));
-        } else if a == "-h" || a == "--help" {
-            help = true;
-        } else if let Some(name) = VALUE_FLAGS.iter().find(|f| **f == a) {
-            i += 1;
-            let v = args
-                .get(i)
-                .ok_or_else(|| Error::Usage(format!("{name} needs a value")))?;
-            flags.push(format!("{name}={v}"));
-        } else if a.starts_with('-') {
-            flags.push(a.to_string());
-        } else if verb.is_none() {
-            verb = Some(
-                VERBS
-                    .iter()
-                    .find(|s| s.name == a)
-                    .ok_or_else(|| Error::Usage(format!("unknown verb {a:?}")))?,
-            );
+            raw.root = Some(PathBuf::from(v));
+        } else if let Some(v) = word.as_bytes().strip_prefix(b"--root=") {
+            raw.root = Some(PathBuf::from(OsStr::from_bytes(v)));
         } else {
-            return Err(Error::Usage(format!("unexpected argument {a:?}")));
+            let a = utf8(word, "argument")?;
+            if a == "-h" || a == "--help" {
+                raw.help = true;
+            } else if let Some(name) = VALUE_FLAGS.iter().find(|f| **f == a) {
+                i += 1;
+                let v = args
+                    .get(i)
+                    .ok_or_else(|| Error::Usage(format!("{name} needs a value")))?;
+                let v = utf8(v, &format!("the value of {name}"))?;
+                raw.flags.push((name.to_string(), Some(v.to_string())));
+            } else if a.starts_with('-') {
+                raw.flags.push(match a.split_once('=') {
+                    Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                    None => (a.to_string(), None),
+                });
+            } else if raw.verb.is_none() {
+                raw.verb = Some(
+                    VERBS
+                        .iter()
+                        .find(|s| s.name == a)
+                        .ok_or_else(|| Error::Usage(format!("unknown verb {a:?}")))?,
+                );
+            } else {
+                return Err(Error::Usage(format!("unexpected argument {a:?}")));
+            }
         }
         i += 1;
     }
-    let root = root
+    Ok(raw)
+}
+
+/// Stage two: the root, then the flags against what the verb accepts.
+fn validate(raw: Raw, env_root: Option<OsString>) -> Result<Cli> {
+    let root = raw
+        .root
         .or_else(|| env_root.filter(|r| !r.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/"));
     if root.as_os_str().is_empty() {
         return Err(Error::Usage("--root needs a directory".into()));
     }
-    if help {
+    if raw.help {
         return Ok(Cli {
             root,
-            command: Command::Help(verb.map(|s| s.verb)),
+            command: Command::Help(raw.verb.map(|s| s.verb)),
         });
     }
-    let Some(spec) = verb else {
+    let Some(spec) = raw.verb else {
         return Err(Error::Usage("missing verb".into()));
     };
     let mut parsed = Flags::default();
-    for f in &flags {
-        let (name, value) = match f.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (f.as_str(), None),
-        };
+    for (name, value) in raw.flags {
+        let name = name.as_str();
         if !spec.flags.contains(&name) {
             return Err(Error::Usage(format!(
                 "unknown flag {name:?} for {}",
@@ -326,11 +363,16 @@ pub fn parse(args: &[String], env_root: Option<String>) -> Result<Cli> {
 mod tests {
     use super::*;
 
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
     fn p(args: &[&str]) -> Result<Cli> {
-        parse(
-            &args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            None,
-        )
+        parse(&os(args), None)
+    }
+
+    fn raw(bytes: &[u8]) -> OsString {
+        OsStr::from_bytes(bytes).to_os_string()
     }
 
     #[test]
@@ -383,7 +425,30 @@ mod tests {
 
     #[test]
     fn env_root_is_the_fallback() {
-        let c = parse(&["status".to_string()], Some("/e".into())).unwrap();
+        let c = parse(&os(&["status"]), Some("/e".into())).unwrap();
         assert_eq!(c.root, PathBuf::from("/e"));
+        let c = parse(&os(&["status"]), Some(raw(b"/tmp/\xff"))).unwrap();
+        assert_eq!(c.root.as_os_str().as_bytes(), b"/tmp/\xff");
+    }
+
+    #[test]
+    fn a_root_is_bytes_other_words_are_text() {
+        let c = parse(&[raw(b"--root"), raw(b"/tmp/\xff"), raw(b"status")], None).unwrap();
+        assert_eq!(c.root.as_os_str().as_bytes(), b"/tmp/\xff");
+        let c = parse(&[raw(b"--root=/r/\xfe"), raw(b"status")], None).unwrap();
+        assert_eq!(c.root.as_os_str().as_bytes(), b"/r/\xfe");
+        let usage = |args: &[OsString]| match parse(args, None) {
+            Err(Error::Usage(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let m = usage(&[raw(b"st\xffatus")]);
+        assert_eq!(m, r#"argument "st\xFFatus" is not valid UTF-8"#);
+        let m = usage(&[raw(b"update"), raw(b"--source"), raw(b"http://\xff/")]);
+        assert!(
+            m.contains("the value of --source") && m.contains("UTF-8"),
+            "{m}"
+        );
+        let m = usage(&[raw(b"update"), raw(b"--version=1.\xff")]);
+        assert!(m.contains("UTF-8"), "{m}");
     }
 }

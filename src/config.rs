@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::paths::Paths;
+use crate::source::Source;
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone)]
@@ -85,8 +86,9 @@ pub struct ProxyConfig {
 /// Update-machine settings.
 #[derive(Debug, Clone)]
 pub struct UpdateConfig {
-    /// Manifest URL (`https://`, `file://`, loopback `http://`).
-    pub source: Option<String>,
+    /// Manifest URL (`https://`, `file://`, loopback `http://`), checked
+    /// against the source rules.
+    pub source: Option<Source>,
     pub allow_http: bool,
     /// Exact version to install instead of the highest one.
     pub pinned_version: Option<semver::Version>,
@@ -336,9 +338,16 @@ impl Config {
             ));
         }
         let attempts = v.integer("ECS_WARDEN_DOWNLOAD_ATTEMPTS", 1, 100)? as u32;
+        let allow_http = v.boolean("ECS_WARDEN_ALLOW_HTTP")?;
         let update = UpdateConfig {
-            source: v.optional("ECS_WARDEN_UPDATE_SOURCE"),
-            allow_http: v.boolean("ECS_WARDEN_ALLOW_HTTP")?,
+            source: match v.optional("ECS_WARDEN_UPDATE_SOURCE") {
+                None => None,
+                Some(s) => Some(
+                    crate::source::checked(&s, allow_http)
+                        .map_err(|m| v.bad("ECS_WARDEN_UPDATE_SOURCE", m))?,
+                ),
+            },
+            allow_http,
             pinned_version: match v.optional("ECS_WARDEN_AGENT_VERSION") {
                 None => None,
                 Some(s) => Some(semver::Version::parse(s.trim_start_matches('v')).map_err(
@@ -360,10 +369,6 @@ impl Config {
             retry_delay: v.duration("ECS_WARDEN_DOWNLOAD_RETRY_DELAY")?,
             max_build_size: v.integer("ECS_WARDEN_MAX_BUILD_SIZE", 1, MAX_BUILD_SIZE_LIMIT)?,
         };
-        if let Some(src) = &update.source {
-            crate::update::manifest::check_source(src, update.allow_http)
-                .map_err(|m| v.bad("ECS_WARDEN_UPDATE_SOURCE", m))?;
-        }
         let api_port = match v.optional("ECS_WARDEN_API_PORT") {
             None => None,
             Some(_) => Some(v.integer("ECS_WARDEN_API_PORT", 1, 65535)? as u16),

@@ -59,7 +59,7 @@ pub enum Action {
     Refuse(ApiError),
     /// The agent's stage call (`StageUpdate`).
     AgentStage {
-        location: String,
+        location: crate::source::Source,
         signature: String,
         version: Option<String>,
     },

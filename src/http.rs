@@ -157,6 +157,14 @@ impl Response {
         self.headers.push((k.into(), v.into()));
         self
     }
+
+    /// Set header `k` to `v`, replacing every value it had (names compare
+    /// without case, as HTTP's do).
+    pub fn set_header(mut self, k: &str, v: &str) -> Response {
+        self.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        self.header(k, v)
+    }
 }
 
 /// Why a request could not be read.
@@ -1062,6 +1070,23 @@ mod tests {
         assert_eq!(len(&[(te, "chunked, gzip")]), Err("400".into()));
         assert_eq!(len(&[(te, "identity")]), Err("400".into()));
         assert_eq!(len(&[(te, "")]), Err("400".into()));
+    }
+
+    #[test]
+    fn set_header_replaces_whatever_the_case() {
+        let r = Response::new(200, "application/json", "{}")
+            .header("X-Other", "1")
+            .set_header("content-type", "application/x-amz-json-1.1");
+        assert_eq!(
+            r.headers,
+            [
+                ("X-Other".to_string(), "1".to_string()),
+                (
+                    "content-type".to_string(),
+                    "application/x-amz-json-1.1".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! ecs-warden: supervises the Amazon ECS container agent and moves it from
 //! one build to the next, crash-safely. See ARCHITECTURE.md for the map.
 
+// `unsafe` is allowed in one place only: `sys::adopt_fd`.
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod backoff;
 pub mod cli;
@@ -24,6 +27,7 @@ pub mod notify;
 pub mod paths;
 pub mod reexec;
 pub mod runtime;
+pub mod source;
 pub mod status;
 pub mod store;
 pub mod supervisor;

@@ -1,6 +1,9 @@
 //! The `ecs-warden` binary: read the edge (arguments, environment), load the
 //! config when the verb needs it, set up logging, run, map to an exit code.
 
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
 use std::io::Write;
 
 use ecs_warden::cli;
@@ -11,7 +14,9 @@ use ecs_warden::exit::Exit;
 use ecs_warden::paths::Paths;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Words and the root as the kernel passed them: a path need not be
+    // UTF-8, and `cli` says which words must be.
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     ecs_warden::failpoint::arm(
         std::env::var("ECS_WARDEN_FAILPOINT").ok(),
         std::env::var_os("ECS_WARDEN_FAILPOINT_PAUSE").map(std::path::PathBuf::from),
@@ -26,10 +31,10 @@ fn main() {
         exe: std::env::current_exe().unwrap_or_else(|_| "/usr/bin/ecs-warden".into()),
         handoff,
     };
-    std::process::exit(real_main(&args, std::env::var("ECS_WARDEN_ROOT").ok(), &edge).code());
+    std::process::exit(real_main(&args, std::env::var_os("ECS_WARDEN_ROOT"), &edge).code());
 }
 
-fn real_main(args: &[String], env_root: Option<String>, edge: &Edge) -> Exit {
+fn real_main(args: &[OsString], env_root: Option<OsString>, edge: &Edge) -> Exit {
     let cli = match cli::parse(args, env_root) {
         // The agent starts from its build directory: every path must be
         // absolute, so a relative --root is resolved here, once.

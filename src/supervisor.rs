@@ -234,7 +234,7 @@ struct View<'a> {
 
 fn built(paths: &Paths, b: crate::store::Build) -> Built {
     Built {
-        url: format!("file://{}", b.executable().display()),
+        url: crate::source::Source::file(&b.executable()),
         dir: paths.display_rel(&b.dir),
         version: b.artifact.version,
         git_hash: b.artifact.git_hash,

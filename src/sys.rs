@@ -12,6 +12,7 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 /// The caller passes a descriptor number it read from the hand-off record
 /// written by the previous image of this same process, and wraps each
 /// number once.
+#[allow(unsafe_code)]
 pub fn adopt_fd(fd: RawFd) -> Option<File> {
     // Refuse numbers that are not open here (a stale record).
     fcntl(fd, FcntlArg::F_GETFD).ok()?;

@@ -110,12 +110,12 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// Answer one ECS JSON request.
 pub fn handle(req: &Request, tx: &Sender<Event>, cfg: &Config) -> Response {
     let result = dispatch(req, tx, cfg);
-    let mut resp = match result {
+    let resp = match result {
         Ok(v) => Response::json(200, &v),
         Err(e) => Response::json(e.status, &e.body()),
     };
-    resp.headers[0].1 = CONTENT_TYPE.into();
-    resp.header("x-amzn-RequestId", &request_id())
+    resp.set_header("Content-Type", CONTENT_TYPE)
+        .header("x-amzn-RequestId", &request_id())
 }
 
 fn request_id() -> String {

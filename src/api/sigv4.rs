@@ -4,8 +4,8 @@
 //! `Authorization: AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/ecs/aws4_request,
 //! SignedHeaders=..., Signature=...` plus an `X-Amz-Date` header
 //! (`YYYYMMDDTHHMMSSZ`, within 5 minutes of now). Any region is accepted:
-//! it comes from the credential scope. `sign` makes the same two headers,
-//! for the warden's own tests and tools.
+//! it comes from the credential scope. `sign` (unit tests only) makes the
+//! same two headers.
 //!
 //! The canonical request follows the AWS specification as botocore builds
 //! it for non-S3 services (`botocore.auth.SigV4Auth`):
@@ -48,7 +48,8 @@ pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 const TERMINATOR: &str = "aws4_request";
 
 /// Headers botocore never signs (`SIGNED_HEADERS_BLACKLIST`), plus the
-/// signature's own. `sign` leaves them out too.
+/// signature's own: `sign` leaves them out.
+#[cfg(test)]
 const UNSIGNED_HEADERS: &[&str] = &[
     "authorization",
     "connection",
@@ -145,11 +146,15 @@ pub fn verify(req: &http::Request, creds: &Credentials, now: SystemTime) -> Resu
 
 /// The `Authorization` and `X-Amz-Date` headers to add to a request for
 /// it to pass `verify` (service `ecs`, scoped to `region`, dated `now`).
+/// Only the unit tests sign (against AWS's test suite); the integration
+/// tests have their own signer (`tests/it/harness/sign.rs`), and the
+/// warden never signs anything.
 ///
 /// `headers` must include `Host` (the authority the request is sent to,
 /// e.g. `127.0.0.1:PORT`): it is signed with every other header given,
 /// except those botocore never signs (`User-Agent`, `Connection`, ...) and
 /// any `Authorization` or `X-Amz-Date`, which are replaced.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub fn sign(
     method: &str,
@@ -166,6 +171,7 @@ pub fn sign(
     )
 }
 
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 fn sign_service(
     method: &str,

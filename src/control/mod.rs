@@ -81,7 +81,7 @@ fn agent_stage(req: &Request, cfg: &Config) -> Result<Action, ApiError> {
     let p: P = json_body(req)?;
     request::updates_enabled(cfg)?;
     let invalid = |m: String| ApiError::ecs(EcsErrorName::InvalidParameterException, m);
-    crate::update::manifest::check_source(&p.location, cfg.update.allow_http)
+    let location = crate::source::checked(&p.location, cfg.update.allow_http)
         .map_err(|m| invalid(format!("location {}: {m}", p.location)))?;
     let version = match p.version.filter(|v| !v.is_empty()) {
         Some(v) => Some(
@@ -92,7 +92,7 @@ fn agent_stage(req: &Request, cfg: &Config) -> Result<Action, ApiError> {
         None => None,
     };
     Ok(Action::AgentStage {
-        location: p.location,
+        location,
         signature: signature(&p.signature)?,
         version,
     })

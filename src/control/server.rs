@@ -61,10 +61,8 @@ impl Handler for Control {
                     e.name(),
                     e.message()
                 );
-                let mut resp =
-                    respond::<()>(Err(ApiError::protocol(e.status(), e.name(), e.message())));
-                resp.headers[0].1 = ecs::CONTENT_TYPE.into();
-                return resp;
+                return respond::<()>(Err(ApiError::protocol(e.status(), e.name(), e.message())))
+                    .set_header("Content-Type", ecs::CONTENT_TYPE);
             }
         }
         if req.header("X-Amz-Target").is_some() {

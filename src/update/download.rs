@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::fetch;
+use super::fetch::{self, FetchError};
 use super::journal::Target;
 use crate::config::{ProxyConfig, UpdateConfig};
 use crate::store::hex;
@@ -152,43 +152,23 @@ impl Sink {
 /// length, or the `Content-Length` of a `HEAD` request.
 fn learn_size(job: &Job) -> Result<u64, DlError> {
     let t = &job.target;
-    let size = if let Some(path) = t.url.strip_prefix("file://") {
-        fs::metadata(path)
-            .map_err(|e| DlError::Fatal(format!("stat {path}: {e}")))?
+    let size = if let Some(path) = t.url.file_path() {
+        fs::metadata(&path)
+            .map_err(|e| DlError::Fatal(format!("stat {}: {e}", path.display())))?
             .len()
     } else {
-        let agent = fetch::agent_for(&t.url, job.proxy, job.cfg).map_err(DlError::Fatal)?;
         // An overall deadline, as for a manifest: an answer trickled a
         // byte at a time must not hold the update for minutes.
         let deadline = fetch::probe_deadline(job.cfg);
-        let started = Instant::now();
-        let resp = agent
-            .head(&t.url)
-            .timeout(deadline)
-            .call()
-            .map_err(|e| match e {
-                ureq::Error::Status(code, r) if (500..600).contains(&code) => {
-                    DlError::Retry(format!("{}: HTTP {code} {}", t.url, r.status_text()))
-                }
-                ureq::Error::Status(code, r) => {
-                    DlError::Fatal(format!("{}: HTTP {code} {}", t.url, r.status_text()))
-                }
-                ureq::Error::Transport(e) if started.elapsed() >= deadline => {
-                    DlError::Retry(format!(
-                        "{}: HEAD: no complete answer within {} (connect plus read timeout, at most {}): {e}",
-                        t.url,
-                        humantime::format_duration(deadline),
-                        humantime::format_duration(fetch::PROBE_DEADLINE_CAP)
-                    ))
-                }
-                ureq::Error::Transport(e) => DlError::Retry(format!("{}: {e}", t.url)),
-            })?;
-        resp.header("Content-Length")
+        let got = fetch::request("HEAD", &t.url, &[], Some(deadline), job.proxy, job.cfg)
+            .map_err(fetch_error)?;
+        got.response
+            .header("Content-Length")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .ok_or_else(|| {
                 DlError::Fatal(format!(
                     "{}: the server gives no Content-Length, and the build's size is not known otherwise",
-                    t.url
+                    got.url
                 ))
             })?
     };
@@ -365,8 +345,9 @@ fn hash_prefix(file: &mut File, len: u64, path: &Path) -> Result<Sha256, DlError
 /// actually starts at (0 when a server ignored the range).
 fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlError> {
     let t = &job.target;
-    if let Some(path) = t.url.strip_prefix("file://") {
-        let mut f = File::open(path).map_err(|e| DlError::Fatal(format!("open {path}: {e}")))?;
+    if let Some(file) = t.url.file_path() {
+        let path = file.display();
+        let mut f = File::open(&file).map_err(|e| DlError::Fatal(format!("open {path}: {e}")))?;
         let len = f
             .metadata()
             .map_err(|e| DlError::Fatal(format!("stat {path}: {e}")))?
@@ -381,27 +362,13 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
             .map_err(|e| DlError::Fatal(format!("seek {path}: {e}")))?;
         return Ok((Box::new(f), have));
     }
-    let agent = fetch::agent_for(&t.url, job.proxy, job.cfg).map_err(DlError::Fatal)?;
-    let mut req = agent.get(&t.url);
-    if have > 0 {
-        req = req.set("Range", &format!("bytes={have}-"));
-    }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(code, r)) => {
-            let msg = format!("{}: HTTP {code} {}", t.url, r.status_text());
-            return Err(
-                if (500..600).contains(&code) || code == 408 || code == 429 {
-                    DlError::Retry(msg)
-                } else {
-                    DlError::Fatal(msg)
-                },
-            );
-        }
-        Err(ureq::Error::Transport(e)) => {
-            return Err(DlError::Retry(format!("{}: {e}", t.url)));
-        }
-    };
+    // The range goes to every hop of a redirect: the server that has the
+    // bytes answers it.
+    let range = format!("bytes={have}-");
+    let headers: &[(&str, &str)] = if have > 0 { &[("Range", &range)] } else { &[] };
+    let got =
+        fetch::request("GET", &t.url, headers, None, job.proxy, job.cfg).map_err(fetch_error)?;
+    let (at, resp) = (got.url, got.response);
     let offset = match resp.status() {
         206 => {
             let start = resp
@@ -414,7 +381,7 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
                 let _ = fs::remove_file(&job.partial);
                 return Err(DlError::Retry(format!(
                     "{}: unexpected Content-Range {:?} for a request from byte {have}",
-                    t.url,
+                    at,
                     resp.header("Content-Range")
                 )));
             }
@@ -424,7 +391,7 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
         other => {
             return Err(DlError::Fatal(format!(
                 "{}: unexpected HTTP {other} {}",
-                t.url,
+                at,
                 resp.status_text()
             )))
         }
@@ -433,11 +400,11 @@ fn open_source(job: &Job, have: u64) -> Result<(Box<dyn Read + Send>, u64), DlEr
         let len: u64 = len
             .trim()
             .parse()
-            .map_err(|_| DlError::Fatal(format!("{}: invalid Content-Length {len:?}", t.url)))?;
+            .map_err(|_| DlError::Fatal(format!("{at}: invalid Content-Length {len:?}")))?;
         if Some(len) != t.size.checked_sub(offset) {
             return Err(DlError::Fatal(format!(
                 "{}: Content-Length {len} disagrees with the manifest (size {}, from byte {offset})",
-                t.url, t.size
+                at, t.size
             )));
         }
     }
@@ -550,11 +517,40 @@ fn stream(
     result.map(|_| (hasher, file, done))
 }
 
+/// A read that timed out: ureq reports the socket's `SO_RCVTIMEO` as
+/// `TimedOut` (a bare socket says `WouldBlock`); a decoder in between may
+/// wrap that error, so the wrapped ones count too.
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    ) || e.to_string().contains("timed out")
+    let timed_out = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        )
+    };
+    if timed_out(e) {
+        return true;
+    }
+    let mut inner: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|i| i as _);
+    while let Some(err) = inner {
+        if err.downcast_ref::<io::Error>().is_some_and(timed_out) {
+            return true;
+        }
+        inner = err.source();
+    }
+    false
+}
+
+/// A failed request as a download error: what retrying can fix is retried.
+fn fetch_error(e: FetchError) -> DlError {
+    match &e {
+        FetchError::Status { code, .. }
+            if (500..600).contains(code) || *code == 408 || *code == 429 =>
+        {
+            DlError::Retry(e.to_string())
+        }
+        FetchError::Status { .. } | FetchError::Refused { .. } => DlError::Fatal(e.to_string()),
+        FetchError::Transport { .. } => DlError::Retry(e.to_string()),
+    }
 }
 
 fn finish(job: &Job, file: File, hasher: Sha256) -> Result<(), DlError> {
@@ -598,7 +594,7 @@ mod tests {
             target: Target {
                 version: "1.1.0".into(),
                 git_hash: None,
-                url: format!("file://{}/source", dir.display()),
+                url: crate::source::Source::file(&dir.join("source")),
                 sha256: "0".repeat(64),
                 size,
             },

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::durable;
 use crate::error::{EcsErrorName, Error, Result};
 use crate::paths::Paths;
+use crate::source::Source;
 use crate::store::now_rfc3339;
 
 /// ECS `agentUpdateStatus` values.
@@ -209,8 +210,8 @@ pub struct Target {
     pub version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_hash: Option<String>,
-    /// Where the bytes come from (absolute URL, `file://`).
-    pub url: String,
+    /// Where the bytes come from (a URL string in the journal).
+    pub url: Source,
     pub sha256: String,
     pub size: u64,
 }

@@ -67,7 +67,7 @@ pub struct Built {
     pub sha256: String,
     pub size: u64,
     /// Where its artifact is, as a `file://` URL.
-    pub url: String,
+    pub url: crate::source::Source,
     /// Its directory, as the operator sees it (for messages).
     pub dir: String,
 }
@@ -105,7 +105,7 @@ pub enum Input {
     Update(Request),
     /// The agent's stage call (`StageUpdate`).
     AgentStage {
-        location: String,
+        location: crate::source::Source,
         signature: String,
         version: Option<String>,
     },

@@ -11,6 +11,7 @@ use super::manifest;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::error::EcsErrorName::{InvalidParameterException, UpdatesDisabledException};
+use crate::source::Source;
 
 /// The body of `POST /v1/update` and `POST /v1/stage`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -38,7 +39,7 @@ pub struct Request {
 impl Request {
     /// The agent's stage call: `signature` is the build's SHA-256; its
     /// version may be unknown until it is downloaded.
-    pub fn agent_stage(location: String, signature: String, version: Option<String>) -> Request {
+    pub fn agent_stage(location: Source, signature: String, version: Option<String>) -> Request {
         Request {
             source: "the agent's stage call".into(),
             target: Target {
@@ -81,26 +82,34 @@ pub fn resolve(
         }
         None => cfg.update.pinned_version.clone(),
     };
-    let source = match params.source.as_deref().or(cfg.update.source.as_deref()) {
-        Some(s) => s.to_string(),
-        None => {
+    let source = match (&params.source, &cfg.update.source) {
+        (Some(text), _) => {
+            Source::parse(text).map_err(|m| invalid(format!("source {text}: {m}")))?
+        }
+        (None, Some(configured)) => configured.clone(),
+        (None, None) => {
             return Err(invalid(
                 "no update source: set ECS_WARDEN_UPDATE_SOURCE or pass --source URL".into(),
             ))
         }
     };
-    manifest::check_source(&source, cfg.update.allow_http)
+    source
+        .check(cfg.update.allow_http)
         .map_err(|m| invalid(format!("source {source}: {m}")))?;
-    let bytes = manifest::fetch(&source, &cfg.proxy, &cfg.update).map_err(invalid)?;
-    let builds = manifest::parse(&source, &bytes).map_err(invalid)?;
-    manifest::check_sizes(&source, &builds, cfg.update.max_build_size).map_err(invalid)?;
+    let (fetched_from, bytes) =
+        manifest::fetch(&source, &cfg.proxy, &cfg.update).map_err(invalid)?;
+    let builds = manifest::parse(&fetched_from, &bytes).map_err(invalid)?;
+    manifest::check_sizes(&fetched_from, &builds, cfg.update.max_build_size).map_err(invalid)?;
     let chosen = manifest::choose(&source, &builds, manifest::host_arch(), want.as_ref())
         .map_err(invalid)?;
-    manifest::check_source(&chosen.target.url, cfg.update.allow_http)
+    chosen
+        .target
+        .url
+        .check(cfg.update.allow_http)
         .map_err(|m| invalid(format!("build URL {}: {m}", chosen.target.url)))?;
     Ok(Request {
         target: chosen.target,
-        source,
+        source: source.to_string(),
         origin,
         perform,
         force: params.force,

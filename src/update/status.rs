@@ -83,7 +83,7 @@ impl RecordView {
             origin: r.origin,
             target: r.target.version.clone(),
             target_sha256: r.target.sha256.clone(),
-            target_url: r.target.url.clone(),
+            target_url: r.target.url.to_string(),
             source: r.source.clone(),
             previous_version: r.previous_version.clone(),
             perform: r.perform,

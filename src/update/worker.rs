@@ -220,7 +220,7 @@ fn exit_42_target(paths: &Paths) -> Result<Option<Target>, String> {
     Ok(Some(Target {
         version,
         git_hash,
-        url: format!("file://{}", file.display()),
+        url: crate::source::Source::file(&file),
         sha256,
         size,
     }))

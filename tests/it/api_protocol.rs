@@ -1,7 +1,8 @@
 //! The ECS JSON protocol and the status surfaces, spoken directly over the
-//! unix control socket (unsigned) and the loopback TCP port (signed with
-//! `api::sigv4::sign`): bad input, concurrency, the status document, the
-//! metrics, and how fast status answers while something is slow.
+//! unix control socket (unsigned) and the loopback TCP port (signed by the
+//! tests' signer, `harness/sign.rs`): bad input, concurrency, the status
+//! document, the metrics, and how fast status answers while something is
+//! slow.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};

@@ -9,6 +9,8 @@
 //! `main` only parses, sets up logging, dispatches, and maps an error to an
 //! exit code.
 
+#![forbid(unsafe_code)]
+
 mod agent;
 mod cli;
 mod config;

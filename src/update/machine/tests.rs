@@ -3,6 +3,7 @@
 //! every outcome a test chooses, and records what happened.
 
 use super::*;
+use crate::source::Source;
 use crate::update::journal::State;
 
 const H1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
@@ -14,7 +15,7 @@ fn built(v: &str, sha: &str) -> Built {
         git_hash: None,
         sha256: sha.into(),
         size: 10,
-        url: format!("file:///store/{v}/ecs-agent"),
+        url: Source::file(std::path::Path::new(&format!("/store/{v}/ecs-agent"))),
         dir: format!("/store/{v}"),
     }
 }
@@ -23,7 +24,7 @@ fn target(v: &str, sha: &str) -> Target {
     Target {
         version: v.into(),
         git_hash: None,
-        url: format!("http://127.0.0.1:1/{v}"),
+        url: Source::parse(&format!("http://127.0.0.1:1/{v}")).unwrap(),
         sha256: sha.into(),
         size: 10,
     }
@@ -460,7 +461,7 @@ fn quarantine_refuses_until_forced() {
 fn the_agents_stage_and_perform() {
     let mut s = Sim::new();
     let stage = || Input::AgentStage {
-        location: "http://127.0.0.1:1/x.tar".into(),
+        location: Source::parse("http://127.0.0.1:1/x.tar").unwrap(),
         signature: H2.into(),
         version: None,
     };
@@ -503,7 +504,7 @@ fn the_agents_stage_and_perform() {
 fn a_staged_agent_update_that_is_not_newer_fails() {
     let mut s = Sim::new();
     s.feed(Input::AgentStage {
-        location: "http://127.0.0.1:1/x.tar".into(),
+        location: Source::parse("http://127.0.0.1:1/x.tar").unwrap(),
         signature: H2.into(),
         version: None,
     });

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
+use super::sign as sigv4;
 use super::*;
 use ecs_warden::api::credentials::{self, Credentials};
-use ecs_warden::api::sigv4;
 
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 pub const AMZ_JSON: &str = "application/x-amz-json-1.1";

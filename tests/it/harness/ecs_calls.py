@@ -1,4 +1,4 @@
-"""ECS calls with boto3 against a warden's loopback API, for tests/api_cli.rs.
+"""ECS calls with boto3 against a warden's loopback API, for tests/it/api_cli.rs.
 
     python3 ecs_calls.py ENDPOINT REGION CASES_JSON
 

@@ -23,7 +23,9 @@
 
 pub mod api;
 pub mod client;
+pub mod real_agent;
 pub mod server;
+pub mod sign;
 pub mod tools;
 
 pub use client::*;

@@ -64,6 +64,8 @@ pub enum Fault {
     /// per MiB; a host that uses this raises its download read timeout so
     /// that a long hold is not a stall.)
     Hold,
+    /// Answer with this 3xx status and `Location: <the string>`, no body.
+    Redirect(u16, String),
 }
 
 /// A request as the server saw it.
@@ -336,6 +338,11 @@ fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
         206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -378,6 +385,14 @@ fn answer(
     if let Fault::Status(code) = fault {
         return respond_text(conn, *code, reason(*code), "scripted failure\n");
     }
+    if let Fault::Redirect(code, location) = fault {
+        write!(
+            conn,
+            "HTTP/1.1 {code} {}\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            reason(*code)
+        )?;
+        return conn.flush();
+    }
     let total = body.len() as u64;
     let start = match (fault, range_start(range)) {
         (Fault::IgnoreRange, _) | (_, None) => 0,
@@ -415,7 +430,7 @@ fn answer(
     let cut = |k: u64| &slice[..k.min(len) as usize];
     match fault {
         Fault::Serve | Fault::IgnoreRange | Fault::LieLength(_) => send(conn, slice)?,
-        Fault::Status(_) => unreachable!(),
+        Fault::Status(_) | Fault::Redirect(..) => unreachable!(),
         Fault::Truncate(k) | Fault::CloseAfter(k) => {
             send(conn, cut(*k))?;
             conn.flush()?;

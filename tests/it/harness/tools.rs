@@ -22,17 +22,22 @@ pub fn ci() -> bool {
 /// loudly that it is skipped. `what` names the missing tool, `install`
 /// how to get it.
 pub fn require(test: &str, ok: bool, what: &str, install: &str) -> bool {
-    if ok {
-        return true;
+    if !ok {
+        unavailable(test, &format!("{what} is missing; {install}"));
     }
+    ok
+}
+
+/// `test` cannot run, for the reason `why`: fail it in CI, else say loudly
+/// that it is skipped (the caller then returns).
+pub fn unavailable(test: &str, why: &str) {
     if ci() {
-        panic!("{test}: {what} is required (CI is set) but missing; {install}");
+        panic!("{test}: {why} (CI is set, so this fails instead of skipping)");
     }
     let _ = writeln!(
         std::io::stderr().lock(),
-        "\n!!!! SKIPPING {test}: {what} is missing, so this test did NOT run; {install} !!!!\n"
+        "\n!!!! SKIPPING {test}: {why}; this test did NOT run !!!!\n"
     );
-    false
 }
 
 /// Whether `cmd` runs and exits 0 (its output discarded).
