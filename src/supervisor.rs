@@ -43,7 +43,7 @@ use crate::runtime::{self, Runtime};
 use crate::store::Store;
 use crate::sys;
 use crate::update::housekeeping;
-use crate::update::journal::Journal;
+use crate::update::journal::{Journal, Step};
 use crate::update::machine::{Built, Effect, Input, Link, Machine, Report, World};
 use crate::update::quarantine::Quarantine;
 use crate::update::worker;
@@ -372,7 +372,11 @@ impl Supervisor {
         let store = Store::new(&self.paths);
         match effect {
             Effect::Record(rec) => {
-                failpoint::before_record(rec.step);
+                failpoint::before_record(match rec.step {
+                    Step::Updated => "updated",
+                    Step::Failed => "failed",
+                    s => s.as_str(),
+                });
                 return match self.journal.write(&rec) {
                     Ok(()) => Outcome::Next(Input::Recorded),
                     Err(e) => {
