@@ -6,7 +6,9 @@
 //!   loopback HTTP server (`harness::server`), the one raw HTTP client
 //!   (`harness::client`), `wait_for`, and the switch that decides whether a
 //!   missing tool (Docker, the AWS CLI, botocore, ...) fails the test (CI)
-//!   or skips it loudly (`harness::tools`).
+//!   or skips it loudly (`harness::tools`); also the API tests' helpers
+//!   (`harness::api`), the tests' SigV4 signer (`harness::sign`) and the
+//!   real agent's sandboxes (`harness::real_agent`).
 //! - every other file is one feature's tests, `use crate::harness::*;` at the
 //!   top.
 //!

@@ -17,7 +17,8 @@
 //! - `tools`: the CI switch: a missing tool fails the test when `CI` is
 //!   set, else skips it loudly;
 //! - `api`: the API tests' helpers (signed ECS calls, fingerprints,
-//!   timing, the AWS CLI and boto3).
+//!   timing, the AWS CLI and boto3), `sign` their SigV4 signer;
+//! - `real_agent`: the real agent's fixtures and loopback-only sandboxes.
 
 #![allow(dead_code)]
 
