@@ -4,6 +4,7 @@
 // `unsafe` is allowed in one place only: `sys::adopt_fd`.
 #![deny(unsafe_code)]
 
+pub mod agent_env;
 pub mod api;
 pub mod backoff;
 pub mod cli;
@@ -12,13 +13,16 @@ pub mod config;
 pub mod control;
 pub mod document;
 pub mod durable;
+pub mod engine;
 pub mod error;
 pub mod event;
 pub mod exit;
 pub mod failpoint;
 pub mod host;
+pub mod host_facts;
 pub mod hostnet;
 pub mod http;
+pub mod image;
 pub mod introspection;
 pub mod lock;
 pub mod logfile;

@@ -149,6 +149,60 @@ impl Paths {
     }
 }
 
+/// The places ecs-init's agent container and default environment use
+/// (`ecs-init/config/common.go`), under the root.
+impl Paths {
+    /// `etc/ecs/`: the operator's config directory, bind-mounted into the
+    /// agent's container at `/etc/ecs`.
+    pub fn etc_dir(&self) -> PathBuf {
+        self.root.join("etc/ecs")
+    }
+
+    /// `etc/ecs/ecs.config.json`: the agent's JSON config
+    /// (`ECS_AGENT_CONFIG_FILE_PATH`).
+    pub fn agent_json_config(&self) -> PathBuf {
+        self.root.join("etc/ecs/ecs.config.json")
+    }
+
+    /// `var/lib/ecs/`: the instance config directory (packaged defaults,
+    /// the agent's data), bind-mounted at `/var/lib/ecs`.
+    pub fn instance_config_dir(&self) -> PathBuf {
+        self.root.join("var/lib/ecs")
+    }
+
+    /// `var/log/ecs/ecs-agent.log`: the agent's own log file (`ECS_LOGFILE`).
+    pub fn agent_log(&self) -> PathBuf {
+        self.log_dir.join("ecs-agent.log")
+    }
+
+    /// `var/log/ecs/exec/`: ECS Exec's logs (`/log/exec` in the container).
+    pub fn exec_log_dir(&self) -> PathBuf {
+        self.log_dir.join("exec")
+    }
+
+    /// `var/lib/ecs/deps/`: managed agents (ECS Exec's binaries), mounted
+    /// read-only at `/managed-agents`.
+    pub fn managed_deps_dir(&self) -> PathBuf {
+        self.instance_config_dir().join("deps")
+    }
+
+    /// `var/lib/ecs/gpu/`: the GPU information the agent reads.
+    pub fn gpu_info_dir(&self) -> PathBuf {
+        self.instance_config_dir().join("gpu")
+    }
+
+    /// `root/.aws/`: rotating credentials on external (ECS Anywhere)
+    /// hosts, mounted read-only at `/rotatingcreds`.
+    pub fn external_creds_dir(&self) -> PathBuf {
+        self.root.join("root/.aws")
+    }
+
+    /// `etc/os-release`: read for `ECS_DETAILED_OS_FAMILY`.
+    pub fn os_release(&self) -> PathBuf {
+        self.root.join("etc/os-release")
+    }
+}
+
 /// File name of the agent executable inside a build directory.
 pub const AGENT_FILE: &str = "ecs-agent";
 /// Completion marker of a build directory, written last.

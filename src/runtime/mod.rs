@@ -8,6 +8,7 @@
 //! A runtime also owns what a previous warden left behind (an orphaned
 //! agent) and what crosses a re-exec.
 
+pub mod docker_config;
 pub mod native;
 pub mod orphan;
 pub mod output;
