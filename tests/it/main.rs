@@ -40,6 +40,7 @@ mod containers;
 mod crash_matrix;
 #[cfg(feature = "failpoints")]
 mod disk_faults;
+mod engine;
 mod faults;
 mod flood;
 mod hostnet;

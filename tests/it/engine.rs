@@ -4,9 +4,9 @@
 //! Every test builds its own tiny image (`docker import` of a static
 //! busybox rootfs) under a unique throw-away tag, names its containers
 //! uniquely, and removes both when it ends (a `Cleanup` guard, also on
-//! panic); no other container or image is touched. With `CI` set (or
-//! `ECS_WARDEN_REQUIRE_DOCKER=1`) a missing engine or busybox fails the
-//! test; elsewhere the test is skipped with a loud message.
+//! panic); no other container or image is touched. With `CI` set a missing
+//! engine or busybox fails the test; elsewhere the test is skipped with a
+//! loud message (`harness::tools`).
 
 use std::fs;
 use std::io::Write;
@@ -24,19 +24,14 @@ use ecs_warden::image;
 use ecs_warden::paths::Paths;
 use ecs_warden::runtime::docker_config;
 
+use crate::harness::unavailable;
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 const BUSYBOX: &str = "/bin/busybox";
 
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty())
-        || std::env::var("ECS_WARDEN_REQUIRE_DOCKER").as_deref() == Ok("1")
-}
-
+/// The harness's one switch: fails the test in CI, else a loud skip.
 fn skip(test: &str, why: &str) -> Option<Engine> {
-    if required() {
-        panic!("{test}: {why} (required: CI or ECS_WARDEN_REQUIRE_DOCKER is set); run scripts/docker-env.sh");
-    }
-    eprintln!("\n!!!! SKIPPING {test}: {why}; run scripts/docker-env.sh !!!!\n");
+    unavailable(test, &format!("{why}; run scripts/docker-env.sh"));
     None
 }
 
