@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# packaging-deps.sh: install what scripts/build-rpm.sh and tests/packaging.rs
+# packaging-deps.sh: install what scripts/build-rpm.sh and tests/slow/packaging.rs
 # need, on Debian/Ubuntu, as root. Idempotent; quiet unless something fails.
 #
 #   bash scripts/packaging-deps.sh

@@ -23,8 +23,8 @@ cd "$(dirname "$0")/.."
 #                          compiler, and the headers and crt files, which
 #                          gcc only recommends
 #   binutils               strip (the tests' small agent builds), ar, ld
-#   procps                 kill (tests/sample_agent.rs)
-#   mount e2fsprogs        mount/umount of a tmpfs, chattr (tests/faults.rs)
+#   procps                 kill (tests/it/sample_agent.rs)
+#   mount e2fsprogs        mount/umount of a tmpfs, chattr (tests/it/faults.rs)
 #   iptables iproute2      the host network tests, in network namespaces
 #   util-linux             they make (unshare, nsenter)
 #   xz-utils               the real-agent fixtures and their private

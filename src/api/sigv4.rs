@@ -147,8 +147,8 @@ pub fn verify(req: &http::Request, creds: &Credentials, now: SystemTime) -> Resu
 /// The `Authorization` and `X-Amz-Date` headers to add to a request for
 /// it to pass `verify` (service `ecs`, scoped to `region`, dated `now`).
 /// Only the unit tests sign (against AWS's test suite); the integration
-/// tests have their own signer (`tests/api/sign.rs`), and the warden never
-/// signs anything.
+/// tests have their own signer (`tests/it/harness/sign.rs`), and the
+/// warden never signs anything.
 ///
 /// `headers` must include `Host` (the authority the request is sent to,
 /// e.g. `127.0.0.1:PORT`): it is signed with every other header given,

@@ -1,6 +1,6 @@
 //! Archives built here, in both layouts, byte for byte as the tools write
 //! them (names, digests, links between members), to test the reader and
-//! the layer rules without Docker. `tests/engine.rs` adds archives that a
+//! the layer rules without Docker. `tests/it/engine.rs` adds archives that a
 //! real engine wrote and loads them back.
 
 use std::fs;
