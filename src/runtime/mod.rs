@@ -39,7 +39,7 @@ pub struct Started {
 /// object: there are two, and each call site stays readable.
 pub enum Runtime {
     Native(native::Native),
-    Docker(docker::Docker),
+    Docker(Box<docker::Docker>),
 }
 
 /// Which runtime runs the agent: `ECS_WARDEN_RUNTIME`, else the bundle
@@ -68,7 +68,7 @@ impl Runtime {
             RuntimeKind::Native => {
                 Runtime::Native(native::Native::new(paths, cfg.stop_timeout, tx))
             }
-            RuntimeKind::Docker => Runtime::Docker(docker::Docker::new(paths, cfg, tx)?),
+            RuntimeKind::Docker => Runtime::Docker(Box::new(docker::Docker::new(paths, cfg, tx)?)),
         })
     }
 
@@ -216,7 +216,13 @@ impl Runtime {
 /// The environment a native agent gets: the merged config and ecs-init's
 /// defaults with host paths under the root.
 pub fn native_environment(paths: &Paths, cfg: &Config) -> Vec<(String, String)> {
-    let config = docker::config_map(cfg);
+    let mut config = docker::config_map(cfg);
+    // The engine the warden was given is the agent's too.
+    if let Some(h) = &cfg.docker_host {
+        config
+            .entry("DOCKER_HOST".to_string())
+            .or_insert_with(|| h.clone());
+    }
     let facts = HostFacts::probe(paths, &config, cfg.container_env.as_deref());
     crate::agent_env::environment(&config, crate::agent_env::Runtime::Native, paths, &facts)
 }

@@ -32,6 +32,9 @@ use crate::exit::Ended;
 use crate::paths::Paths;
 use crate::store::Build;
 
+/// `PATH` for the agent unless the config sets one (the agent image's).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The child the warden runs.
 struct Child {
     run: u64,
@@ -80,11 +83,11 @@ impl Native {
             .try_clone()
             .map_err(Error::io("duplicate output pipe for", &exe))?;
         let mut cmd = Command::new(&exe);
-        // systemd's notification variables are the warden's, not the agent's.
-        for k in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
-            cmd.env_remove(k);
-        }
-        cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        // Only the agent's environment, as in ecs-init's container: none of
+        // the warden's own (systemd's notify socket, a shell's leftovers).
+        cmd.env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(&build.dir)
             .stdin(Stdio::null())
             .stdout(writer)

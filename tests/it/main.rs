@@ -45,6 +45,7 @@ mod faults;
 mod flood;
 mod hostnet;
 mod limits;
+mod real_agent;
 mod real_agent_fixtures;
 mod reexec;
 mod sample_agent;

@@ -25,6 +25,7 @@
 pub mod api;
 pub mod client;
 pub mod real_agent;
+pub mod real_host;
 pub mod server;
 pub mod sign;
 pub mod tools;
@@ -83,6 +84,10 @@ pub struct Host {
     /// The loopback ECS API's port, on hosts built with `api()`.
     pub api: Option<u16>,
     pub warden: Option<Child>,
+    /// Words run before the warden's path in every command (e.g. an
+    /// `nsenter` into the real agent's sandbox), and environment added.
+    pub prefix: Vec<std::ffi::OsString>,
+    pub env: Vec<(String, String)>,
 }
 
 /// The cluster of hosts built with `HostBuilder::api`.
@@ -155,6 +160,8 @@ impl HostBuilder {
             port,
             api: self.api.then(free_port),
             warden: None,
+            prefix: Vec::new(),
+            env: Vec::new(),
         };
         let bundled = host.path("var/cache/ecs/ecs-agent");
         if self.small {
@@ -255,8 +262,16 @@ impl Host {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(WARDEN);
+        let mut c = match self.prefix.split_first() {
+            None => Command::new(WARDEN),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(WARDEN);
+                c
+            }
+        };
         c.arg("--root").arg(&self.root);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.env_remove("ECS_WARDEN_ROOT");
         c.env_remove("NOTIFY_SOCKET");
         c
