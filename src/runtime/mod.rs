@@ -36,10 +36,12 @@ pub struct Started {
 }
 
 /// The runtimes. One enum, matched in each method, rather than a trait
-/// object: there are two, and each call site stays readable.
+/// object: there are two, and each call site stays readable. (One value
+/// per process: the variants' sizes do not matter.)
+#[allow(clippy::large_enum_variant)]
 pub enum Runtime {
     Native(native::Native),
-    Docker(Box<docker::Docker>),
+    Docker(docker::Docker),
 }
 
 /// Which runtime runs the agent: `ECS_WARDEN_RUNTIME`, else the bundle
@@ -68,7 +70,7 @@ impl Runtime {
             RuntimeKind::Native => {
                 Runtime::Native(native::Native::new(paths, cfg.stop_timeout, tx))
             }
-            RuntimeKind::Docker => Runtime::Docker(Box::new(docker::Docker::new(paths, cfg, tx)?)),
+            RuntimeKind::Docker => Runtime::Docker(docker::Docker::new(paths, cfg, tx)?),
         })
     }
 
