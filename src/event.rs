@@ -31,6 +31,8 @@ pub enum Event {
     Agent(AgentEvent),
     /// A report from an update worker thread.
     Update(Report),
+    /// A file appeared or was written in the agent's download directory.
+    CacheFile(String),
 }
 
 /// What a runtime reports from its own threads. `run` names one start of

@@ -166,6 +166,7 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
     if let Some(port) = cfg.api_port {
         control::server::spawn_tcp(port, tx.clone(), cfg, creds)?;
     }
+    crate::update::watch::spawn(&paths.cache_dir, tx.clone());
     spawn_docker_probe(tx, cfg);
     // Resume or undo an update a previous warden left in flight; the
     // machine starts the agent itself when the update needs it down.
@@ -471,6 +472,9 @@ impl Supervisor {
             paths: self.paths.clone(),
             cfg: self.cfg.clone(),
             engine: self.runtime.engine_socket(),
+            tasks_engine: crate::runtime::docker::socket(&self.cfg)
+                .ok()
+                .filter(|s| s.exists()),
         };
         let tx = self.tx.clone();
         let spawned = std::thread::Builder::new()
@@ -708,6 +712,9 @@ impl Supervisor {
                 if !self.shutting_down {
                     self.drive(Input::Report(report));
                 }
+            }
+            Event::CacheFile(name) => {
+                self.drive(Input::CacheFile(name));
             }
             Event::Agent(AgentEvent::Exited { run, ended }) => {
                 self.runtime.exited(run);
@@ -1051,7 +1058,7 @@ impl Supervisor {
             }),
             configured_cluster: self.cfg.cluster.clone(),
             introspection: self.cfg.introspection.base_url(),
-            agent_update_status: self.machine.record().map(|r| r.state()),
+            agent_update_status: self.machine.ecs_state(),
             observed: self.observed.clone(),
             update,
             last_task_counts: self.task_counts,

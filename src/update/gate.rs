@@ -18,6 +18,10 @@ pub struct Spec {
     pub endpoint: Endpoint,
     pub version: String,
     pub tasks_before: Vec<TaskRecord>,
+    /// `tasks_before` are the engine's running task containers (recorded
+    /// while the agent was down): each must still run, on this engine, and
+    /// be among its task's containers in `/v1/tasks`.
+    pub engine: Option<std::path::PathBuf>,
     pub timeout: Duration,
     pub stable: Duration,
 }
@@ -70,6 +74,53 @@ pub fn tasks_ok(before: &[TaskRecord], now: &[introspection::Task]) -> Result<()
     Ok(())
 }
 
+/// The engine's task containers recorded before: still running, and each
+/// listed among its task's containers by the agent (RUNNING).
+fn engine_tasks_ok(
+    socket: &std::path::Path,
+    before: &[TaskRecord],
+    now: &[introspection::Task],
+) -> Result<(), String> {
+    if before.is_empty() {
+        return Ok(());
+    }
+    let engine = crate::engine::Engine::connect(socket, CALL_TIMEOUT).map_err(|e| e.to_string())?;
+    for t in before {
+        for id in &t.containers {
+            let running = engine
+                .container_inspect(id)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|c| c.state.running);
+            if !running {
+                return Err(format!(
+                    "container {} of task {} is not running any more",
+                    &id[..12.min(id.len())],
+                    t.arn
+                ));
+            }
+        }
+        let Some(cur) = now.iter().find(|n| n.arn == t.arn) else {
+            return Err(format!("task {} is not reported by the new agent", t.arn));
+        };
+        if cur.known_status != "RUNNING" {
+            return Err(format!(
+                "task {} is {}, not RUNNING",
+                t.arn, cur.known_status
+            ));
+        }
+        for id in &t.containers {
+            if !cur.containers.iter().any(|c| &c.docker_id == id) {
+                return Err(format!(
+                    "the new agent does not list container {} in task {}",
+                    &id[..12.min(id.len())],
+                    t.arn
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Poll `check` until it passes or `deadline`; the error is the last seen.
 fn until<F: FnMut() -> Result<(), String>>(deadline: Instant, mut check: F) -> Result<(), String> {
     loop {
@@ -89,7 +140,10 @@ pub fn run(spec: &Spec) -> Result<(), String> {
         .map_err(|e| format!("not healthy within {within}: {e}"))?;
     until(deadline, || {
         let now = introspection::tasks(&spec.endpoint, CALL_TIMEOUT)?;
-        tasks_ok(&spec.tasks_before, &now)
+        match &spec.engine {
+            None => tasks_ok(&spec.tasks_before, &now),
+            Some(socket) => engine_tasks_ok(socket, &spec.tasks_before, &now),
+        }
     })
     .map_err(|e| format!("tasks not intact within {within}: {e}"))?;
     std::thread::sleep(spec.stable);

@@ -238,7 +238,8 @@ pub enum Origin {
     Api,
     /// The agent's stage/perform calls.
     Agent,
-    /// The agent exited 42 after staging a file itself.
+    /// The agent staged a file itself (`desired-image`), to be performed
+    /// when it exits 42.
     Exit42,
     /// `ecs-warden rollback`.
     Rollback,
@@ -358,6 +359,9 @@ pub struct Record {
     pub attempts: u32,
     #[serde(default)]
     pub tasks_before: Vec<TaskRecord>,
+    /// `tasks_before` came from the engine (the agent was down).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tasks_from_engine: bool,
     /// Restore the data snapshot on rollback.
     #[serde(default = "yes")]
     pub restore_data: bool,
@@ -394,6 +398,7 @@ impl Record {
             previous_link: None,
             attempts: 0,
             tasks_before: Vec::new(),
+            tasks_from_engine: false,
             restore_data: true,
             error: None,
             created_at: now.clone(),

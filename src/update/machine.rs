@@ -46,7 +46,7 @@ use std::time::Duration;
 use super::journal::{Failure, HistoryLine, Origin, Reason, Record, Step, Target, TaskRecord};
 use super::quarantine::Quarantine;
 use super::request::Request;
-use super::status::{Counters, RecordView, Refusal, UpdateStatus};
+use super::status::{AgentStaging, Counters, RecordView, Refusal, UpdateStatus};
 use crate::error::EcsErrorName::{self, *};
 use crate::exit::Ended;
 use crate::store::{now_rfc3339, parse_version};
@@ -133,6 +133,10 @@ pub enum Input {
     AgentExited(Ended),
     /// The agent exited 42: it may have staged an update itself.
     Exit42,
+    /// A file appeared or was written in the agent's download directory
+    /// (`*.ecs-update.tar`: the agent is downloading an update;
+    /// `desired-image`: it has staged one).
+    CacheFile(String),
     /// `Effect::Switch` done.
     Switched,
     /// `Effect::Switch` failed.
@@ -174,8 +178,10 @@ pub enum Report {
         seq: u64,
         result: Result<(), String>,
     },
-    /// What the agent staged before it exited 42, checked and hashed.
-    Exit42 {
+    /// What `desired-image` names, checked and hashed: staged by a
+    /// running agent (`perform` false), or before it exited 42.
+    DesiredImage {
+        perform: bool,
         result: Result<Option<Target>, String>,
     },
     /// A worker panicked (a bug): its update must not stay stuck.
@@ -197,7 +203,7 @@ impl Report {
             | Report::Restored { id, .. }
             | Report::Gate { id, .. } => Some(id),
             Report::Panicked { id, .. } => id.as_deref(),
-            Report::Exit42 { .. } => None,
+            Report::DesiredImage { .. } => None,
         }
     }
 }
@@ -213,8 +219,10 @@ pub enum Work {
     },
     /// Hash the staged build again.
     Reverify { id: String, target: Target },
-    /// The tasks the running agent reports RUNNING.
-    RecordTasks { id: String },
+    /// The tasks RUNNING now: as the running agent reports them, or, with
+    /// the agent down (it exited 42), as the engine runs them (containers
+    /// labelled with their task's ARN).
+    RecordTasks { id: String, from_engine: bool },
     /// Copy the stopped agent's data beside build `version`.
     Snapshot { id: String, version: String },
     /// Put build `version`'s data snapshot back.
@@ -225,9 +233,11 @@ pub enum Work {
         seq: u64,
         version: String,
         tasks_before: Vec<TaskRecord>,
+        /// The tasks came from the engine: check their containers run too.
+        check_engine: bool,
     },
-    /// Check and hash what the agent staged before it exited 42.
-    Exit42,
+    /// Check and hash what `desired-image` names.
+    DesiredImage { perform: bool },
 }
 
 /// Where `agents/previous` should point after a switch.
@@ -332,6 +342,9 @@ pub struct Machine {
     journal_retry: Option<Duration>,
     /// What a new request replaced, put back if its first record fails.
     replaced: Option<(Option<Record>, Option<Duration>)>,
+    /// The agent is downloading an update itself (a `*.ecs-update.tar`
+    /// appeared) and no update is in flight.
+    agent_staging: Option<AgentStaging>,
 }
 
 /// A pattern: no update in flight (none yet, or the last one ended).
@@ -377,6 +390,7 @@ impl Machine {
             counters: Counters::default(),
             journal_retry: None,
             replaced: None,
+            agent_staging: None,
         }
     }
 
@@ -653,10 +667,20 @@ impl Machine {
                 }
             }
 
-            // ----- the agent exited 42 ----------------------------------
+            // ----- the agent stages and exits 42 -------------------------
+            (_, I::CacheFile(name)) => self.cache_file(&name, w, fx),
+            (Some(Staged), I::Exit42) if self.staged_by_agent() => {
+                // Staged while the agent ran: perform it now.
+                self.rec_mut().perform = true;
+                self.begin_perform(fx);
+            }
+            (Some(Accepted | Downloading), I::Exit42) if self.staged_by_agent() => {
+                self.rec_mut().perform = true;
+                self.write(Write::Amend, fx);
+            }
             (_, I::Exit42) => {
                 if w.desired_image() {
-                    fx.push(Effect::Work(Work::Exit42));
+                    fx.push(Effect::Work(Work::DesiredImage { perform: true }));
                 } else {
                     log::info!(
                         "no update is staged (no {}); restarting the agent",
@@ -665,7 +689,20 @@ impl Machine {
                     fx.push(Effect::StartAgent);
                 }
             }
-            (_, I::Report(R::Exit42 { result })) => self.exit_42_target(result, w, fx),
+            (
+                _,
+                I::Report(R::DesiredImage {
+                    perform: true,
+                    result,
+                }),
+            ) => self.exit_42_target(result, w, fx),
+            (
+                _,
+                I::Report(R::DesiredImage {
+                    perform: false,
+                    result,
+                }),
+            ) => self.agent_staged(result, w, fx),
 
             // ----- anything else ----------------------------------------
             (_, other) => log::debug!("update machine: {other:?} is not expected now; ignored"),
@@ -735,6 +772,16 @@ impl Machine {
         }
     }
 
+    /// The ECS `agentUpdateStatus`: the update's state, or STAGING while
+    /// the agent downloads one itself.
+    pub fn ecs_state(&self) -> Option<super::journal::State> {
+        match (&self.rec, &self.agent_staging) {
+            (Some(r), _) if r.in_flight() => Some(r.state()),
+            (_, Some(_)) => Some(super::journal::State::Staging),
+            (r, None) => r.as_ref().map(|r| r.state()),
+        }
+    }
+
     /// The update's part of the status document.
     pub fn status(&self) -> UpdateStatus {
         UpdateStatus {
@@ -744,6 +791,7 @@ impl Machine {
             bytes_total: self.progress.map(|p| p.1),
             last_refusal: self.last_refusal.clone(),
             counters: self.counters.clone(),
+            agent_staging: self.agent_staging.clone(),
             quarantined: self.quarantine.versions().clone(),
             history: self.history.iter().cloned().collect(),
         }
@@ -1073,6 +1121,7 @@ impl Machine {
 
     fn start(&mut self, rec: Record, fx: &mut Vec<Effect>) {
         self.replaced = Some((self.rec.replace(rec), self.journal_retry.take()));
+        self.agent_staging = None;
         self.progress = None;
         self.quarantine_on_failure = false;
         self.announce(Step::Accepted, fx);
@@ -1090,6 +1139,18 @@ impl Machine {
             return;
         }
         let refused = match result {
+            Ok(Some(target))
+                if self.staged_by_agent() && self.rec().target.sha256 == target.sha256 =>
+            {
+                // The same file, already on its way: perform it.
+                self.rec_mut().perform = true;
+                if self.step() == Some(Step::Staged) {
+                    self.begin_perform(fx);
+                } else {
+                    self.write(Write::Amend, fx);
+                }
+                return;
+            }
             Ok(Some(target)) => {
                 let file = target.url.clone();
                 let req = Request {
@@ -1129,6 +1190,85 @@ impl Machine {
         );
         fx.push(Effect::ConsumeDesiredImage);
         fx.push(Effect::StartAgent);
+    }
+
+    /// Whether the update in flight is one the agent staged itself and
+    /// has not asked to perform yet.
+    fn staged_by_agent(&self) -> bool {
+        self.rec.as_ref().is_some_and(|r| {
+            r.in_flight() && r.origin == Origin::Exit42 && !r.perform && r.step <= Step::Staged
+        })
+    }
+
+    /// A file in the agent's download directory changed.
+    fn cache_file(&mut self, name: &str, w: &dyn World, fx: &mut Vec<Effect>) {
+        if w.stopping() {
+            return;
+        }
+        if name == "desired-image" {
+            fx.push(Effect::Work(Work::DesiredImage { perform: false }));
+        } else if name.ends_with(".ecs-update.tar") && !self.in_flight() {
+            log::info!("the agent is downloading an update ({name})");
+            self.agent_staging = Some(AgentStaging {
+                file: name.to_string(),
+                since: now_rfc3339(),
+            });
+        }
+    }
+
+    /// The running agent staged an update (`desired-image`): take it in
+    /// now, so that its perform (exit 42) only switches.
+    fn agent_staged(
+        &mut self,
+        result: Result<Option<Target>, String>,
+        w: &dyn World,
+        fx: &mut Vec<Effect>,
+    ) {
+        if w.stopping() {
+            return;
+        }
+        self.agent_staging = None;
+        let target = match result {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!("the agent's staged update is unusable: {e}");
+                let r = refusal(
+                    InvalidParameterException,
+                    format!("the agent's staged update is unusable: {e}"),
+                );
+                self.last_refusal = Some(r);
+                return;
+            }
+        };
+        if let Some(r) = self.rec.as_ref().filter(|r| r.in_flight()) {
+            if r.target.sha256 != target.sha256 {
+                let refused = self.in_flight_refusal();
+                log::warn!(
+                    "the agent staged {} while {}",
+                    target.version,
+                    refused.message
+                );
+                self.last_refusal = Some(refused);
+            }
+            return;
+        }
+        let file = target.url.clone();
+        let req = Request {
+            target,
+            source: format!("desired-image ({file})"),
+            origin: Origin::Exit42,
+            perform: false,
+            force: false,
+        };
+        if let Err(r) = self.accept(req, w, fx) {
+            log::warn!(
+                "the agent's staged update is refused: {}: {}",
+                r.name,
+                r.message
+            );
+            self.last_refusal = Some(r);
+        }
     }
 
     // ----- entering a recorded step ---------------------------------------
@@ -1172,14 +1312,11 @@ impl Machine {
                 fx.push(Effect::Work(Work::Reverify { id, target }));
             }
             RecordTasks => {
-                if w.agent_running() {
-                    fx.push(Effect::Work(Work::RecordTasks { id }));
-                } else {
-                    log::warn!(
-                        "the agent is not running, so its tasks cannot be recorded before the update"
-                    );
-                    self.after_tasks(Vec::new(), fx);
-                }
+                // With the agent down (it exited 42), its tasks are the
+                // engine's containers that carry a task's ARN.
+                let from_engine = !w.agent_running();
+                self.rec_mut().tasks_from_engine = from_engine;
+                fx.push(Effect::Work(Work::RecordTasks { id, from_engine }));
             }
             StopOld | RollbackStop => self.expect(Wait::Stop, Effect::StopAgent, fx),
             HealthGate | RollbackGate => {
@@ -1194,6 +1331,7 @@ impl Machine {
                     seq: self.gate_seq,
                     version,
                     tasks_before: self.rec().tasks_before.clone(),
+                    check_engine: self.rec().tasks_from_engine,
                 }));
                 fx.push(Effect::Failpoint(if step == HealthGate {
                     "during-gate"

@@ -13,4 +13,5 @@ pub mod quarantine;
 pub mod request;
 pub mod snapshot;
 pub mod status;
+pub mod watch;
 pub mod worker;

@@ -113,12 +113,27 @@ pub fn take(data: &Path, dest: &Path, update_id: &str) -> Result<()> {
     )
 }
 
-/// Put the snapshot at `snap` back as `data`.
+/// State in the data directory that is not the agent's: the volume
+/// plugin's (ecs-init's `ecs_volume_plugin.json`). A restore keeps the
+/// live copy, as ecs-init would.
+pub const NOT_THE_AGENTS: &[&str] = &["ecs_volume_plugin.json"];
+
+/// Put the snapshot at `snap` back as `data` (but for `NOT_THE_AGENTS`).
 pub fn restore(snap: &Path, data: &Path) -> Result<()> {
     let incoming = with_suffix(data, ".restore");
     let aside = with_suffix(data, ".replaced");
     remove_any(&incoming).map_err(Error::io("remove stale restore copy", &incoming))?;
     copy_tree(snap, &incoming).map_err(Error::io("copy snapshot into", &incoming))?;
+    for name in NOT_THE_AGENTS {
+        let live = data.join(name);
+        let into = incoming.join(name);
+        remove_any(&into).map_err(Error::io("remove", &into))?;
+        if live.is_file() {
+            fs::copy(&live, &into)
+                .and_then(|_| fs::File::open(&into)?.sync_all())
+                .map_err(Error::io("keep the live", &live))?;
+        }
+    }
     if data.exists() {
         remove_any(&aside).map_err(Error::io("remove stale replaced data", &aside))?;
         fs::rename(data, &aside).map_err(Error::io("move agent data aside to", &aside))?;
@@ -152,6 +167,25 @@ mod tests {
         // Restoring again (as after a crash) is harmless.
         restore(&snap, &data).unwrap();
         assert_eq!(fs::read_to_string(data.join("state.json")).unwrap(), "old");
+    }
+
+    #[test]
+    fn a_restore_keeps_the_volume_plugins_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(&data).unwrap();
+        fs::write(data.join("agent.db"), "old").unwrap();
+        fs::write(data.join("ecs_volume_plugin.json"), "plugin-old").unwrap();
+        let snap = dir.path().join("snap");
+        take(&data, &snap, "u1").unwrap();
+        fs::write(data.join("agent.db"), "new").unwrap();
+        fs::write(data.join("ecs_volume_plugin.json"), "plugin-new").unwrap();
+        restore(&snap, &data).unwrap();
+        assert_eq!(fs::read_to_string(data.join("agent.db")).unwrap(), "old");
+        assert_eq!(
+            fs::read_to_string(data.join("ecs_volume_plugin.json")).unwrap(),
+            "plugin-new"
+        );
     }
 
     #[test]

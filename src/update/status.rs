@@ -18,6 +18,14 @@ pub struct Refusal {
     pub at: String,
 }
 
+/// An update the agent is downloading itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentStaging {
+    /// Its file in the download directory.
+    pub file: String,
+    pub since: String,
+}
+
 /// Results since the warden started.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,6 +57,10 @@ pub struct UpdateStatus {
     pub bytes_total: Option<u64>,
     pub last_refusal: Option<Refusal>,
     pub counters: Counters,
+    /// The agent is downloading an update itself (its file appeared in
+    /// its download directory); shown until the warden takes it in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_staging: Option<AgentStaging>,
     pub quarantined: BTreeMap<String, Entry>,
     pub history: Vec<HistoryLine>,
 }

@@ -23,6 +23,9 @@ pub struct Ctx {
     /// The engine's socket when the agent runs in Docker: a staged image
     /// is loaded into it while staging.
     pub engine: Option<std::path::PathBuf>,
+    /// The engine the agent's tasks run on (in both runtimes), when one is
+    /// configured or at the default socket.
+    pub tasks_engine: Option<std::path::PathBuf>,
 }
 
 /// A thread name for `work`.
@@ -34,7 +37,7 @@ pub fn name(work: &Work) -> &'static str {
         Work::Snapshot { .. } => "snapshot",
         Work::Restore { .. } => "restore",
         Work::Gate { .. } => "gate",
-        Work::Exit42 => "exit-42",
+        Work::DesiredImage { .. } => "desired-image",
     }
 }
 
@@ -43,11 +46,11 @@ pub fn id(work: &Work) -> Option<String> {
     match work {
         Work::Download { id, .. }
         | Work::Reverify { id, .. }
-        | Work::RecordTasks { id }
+        | Work::RecordTasks { id, .. }
         | Work::Snapshot { id, .. }
         | Work::Restore { id, .. }
         | Work::Gate { id, .. } => Some(id.clone()),
-        Work::Exit42 => None,
+        Work::DesiredImage { .. } => None,
     }
 }
 
@@ -63,9 +66,13 @@ pub fn run(work: Work, ctx: &Ctx, progress: &dyn Fn(Report)) -> Report {
             result: reverify(paths, &target),
             id,
         },
-        Work::RecordTasks { id } => Report::Tasks {
+        Work::RecordTasks { id, from_engine } => Report::Tasks {
             id,
-            result: gate::record_tasks(&ctx.cfg.introspection, ctx.cfg.update.health_timeout),
+            result: if from_engine {
+                Ok(engine_tasks(ctx))
+            } else {
+                gate::record_tasks(&ctx.cfg.introspection, ctx.cfg.update.health_timeout)
+            },
         },
         Work::Snapshot { id, version } => Report::Snapshot {
             id: id.clone(),
@@ -82,11 +89,13 @@ pub fn run(work: Work, ctx: &Ctx, progress: &dyn Fn(Report)) -> Report {
             seq,
             version,
             tasks_before,
+            check_engine,
         } => {
             let spec = gate::Spec {
                 endpoint: ctx.cfg.introspection.clone(),
                 version,
                 tasks_before,
+                engine: ctx.tasks_engine.clone().filter(|_| check_engine),
                 timeout: ctx.cfg.update.health_timeout,
                 stable: ctx.cfg.update.health_stable,
             };
@@ -96,11 +105,49 @@ pub fn run(work: Work, ctx: &Ctx, progress: &dyn Fn(Report)) -> Report {
                 result: gate::run(&spec),
             }
         }
-        Work::Exit42 => Report::Exit42 {
+        Work::DesiredImage { perform } => Report::DesiredImage {
+            perform,
             result: exit_42_target(paths),
         },
     }
 }
+
+/// The tasks the engine runs: its running containers that carry an ECS
+/// task's ARN (the agent labels them), grouped by task. No engine: none.
+fn engine_tasks(ctx: &Ctx) -> Vec<super::journal::TaskRecord> {
+    use std::collections::BTreeMap;
+    let Some(socket) = &ctx.tasks_engine else {
+        return Vec::new();
+    };
+    // This agent's: an engine may hold other clusters' tasks (tests share one).
+    let cluster = format!("{CLUSTER_LABEL}={}", ctx.cfg.cluster);
+    let listed = crate::engine::Engine::connect(socket, std::time::Duration::from_secs(10))
+        .and_then(|e| e.containers(false, &[("label", TASK_ARN_LABEL), ("label", &cluster)]));
+    let containers = match listed {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("cannot list the engine's task containers before the update: {e}");
+            return Vec::new();
+        }
+    };
+    let mut tasks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in containers {
+        if let Some(arn) = c.labels.get(TASK_ARN_LABEL) {
+            tasks.entry(arn.clone()).or_default().push(c.id);
+        }
+    }
+    tasks
+        .into_iter()
+        .map(|(arn, mut containers)| {
+            containers.sort();
+            super::journal::TaskRecord { arn, containers }
+        })
+        .collect()
+}
+
+/// The labels the agent puts on every container of a task.
+pub const TASK_ARN_LABEL: &str = "com.amazonaws.ecs.task-arn";
+pub const CLUSTER_LABEL: &str = "com.amazonaws.ecs.cluster";
 
 /// Where build `version`'s data snapshot lives.
 pub fn snapshot_path(paths: &Paths, version: &str) -> std::path::PathBuf {

@@ -58,7 +58,12 @@ fn task_containers_survive_agent_crash_restart_and_warden_stop() {
         return;
     }
     ensure_task_image();
-    let mut host = Host::builder().runtime("docker").build();
+    // Its own cluster: the engine is shared, and a warden performing an
+    // exit-42 update records the task containers of its own cluster.
+    let mut host = Host::builder()
+        .runtime("docker")
+        .config(&[("ECS_CLUSTER", "containers-test")])
+        .build();
     host.start();
     let pid = host.wait_new_agent(None, T);
 

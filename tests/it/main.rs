@@ -26,6 +26,7 @@
 
 mod harness;
 
+mod agent_driven;
 mod api_agent;
 mod api_cli;
 mod api_protocol;

@@ -248,7 +248,7 @@ impl Sim {
     }
 
     fn tasks(&mut self) -> &mut Sim {
-        let Work::RecordTasks { id } = self.take_work() else {
+        let Work::RecordTasks { id, .. } = self.take_work() else {
             panic!("not record-tasks")
         };
         self.feed(Input::Report(Report::Tasks {
@@ -824,8 +824,9 @@ fn exit_42_with_a_staged_update_performs_it() {
     s.host.running = false;
     s.host.desired = true;
     s.feed(Input::Exit42);
-    assert_eq!(s.take_work(), Work::Exit42);
-    s.feed(Input::Report(Report::Exit42 {
+    assert_eq!(s.take_work(), Work::DesiredImage { perform: true });
+    s.feed(Input::Report(Report::DesiredImage {
+        perform: true,
         result: Ok(Some(target("1.1.0", H2))),
     }));
     assert_eq!(s.m.record().unwrap().origin, Origin::Exit42);
@@ -841,7 +842,10 @@ fn exit_42_with_a_refused_or_broken_update_restarts_the_agent() {
     ] {
         let mut s = Sim::new();
         s.host.running = false;
-        s.feed(Input::Report(Report::Exit42 { result }));
+        s.feed(Input::Report(Report::DesiredImage {
+            perform: true,
+            result,
+        }));
         assert_eq!(s.done, [Effect::ConsumeDesiredImage, Effect::StartAgent]);
         assert!(s.m.record().is_none());
     }
@@ -1139,4 +1143,85 @@ fn steps_round_trip_through_the_journal_format() {
         .unwrap()
         .replace("\"STAGED\"", "\"UPDATING\"");
     assert!(serde_json::from_str::<Record>(&bad).is_err());
+}
+
+// ----- the agent stages, then exits 42 --------------------------------------------
+
+#[test]
+fn the_agent_downloading_shows_as_staging() {
+    let mut s = Sim::new();
+    s.feed(Input::CacheFile("0a1b.ecs-update.tar".into()));
+    assert_eq!(s.m.ecs_state(), Some(State::Staging));
+    assert!(s.done.is_empty(), "nothing recorded: the agent downloads");
+    assert_eq!(
+        s.m.status().agent_staging.unwrap().file,
+        "0a1b.ecs-update.tar"
+    );
+}
+
+#[test]
+fn an_update_staged_by_the_agent_is_taken_in_then_performed_on_exit_42() {
+    let mut s = Sim::new();
+    s.feed(Input::CacheFile("desired-image".into()));
+    assert_eq!(s.take_work(), Work::DesiredImage { perform: false });
+    s.feed(Input::Report(Report::DesiredImage {
+        perform: false,
+        result: Ok(Some(target("1.1.0", H2))),
+    }));
+    assert_eq!(s.m.record().unwrap().origin, Origin::Exit42);
+    s.staged();
+    assert_eq!(s.step(), Staged, "waits for the agent's perform");
+    assert!(s.m.status().agent_staging.is_none());
+    // The agent exits 42: the tasks come from the engine (it is down).
+    s.host.running = false;
+    s.feed(Input::Exit42);
+    assert_eq!(s.step(), Reverify);
+    s.reverified();
+    assert!(matches!(
+        s.work[0],
+        Work::RecordTasks {
+            from_engine: true,
+            ..
+        }
+    ));
+    s.tasks().snapshot(Ok(()));
+    let Work::Gate { check_engine, .. } = &s.work[0] else {
+        panic!("{:?}", s.work)
+    };
+    assert!(*check_engine, "the gate checks the engine's containers");
+    s.gate(Ok(()));
+    assert_eq!(s.step(), Updated);
+}
+
+#[test]
+fn exit_42_during_the_agents_staging_performs_when_staged() {
+    let mut s = Sim::new();
+    s.feed(Input::Report(Report::DesiredImage {
+        perform: false,
+        result: Ok(Some(target("1.1.0", H2))),
+    }));
+    s.host.running = false;
+    s.feed(Input::Exit42);
+    assert!(s.m.record().unwrap().perform, "remembered");
+    // The exit-42 check of the same file changes nothing.
+    s.feed(Input::Report(Report::DesiredImage {
+        perform: true,
+        result: Ok(Some(target("1.1.0", H2))),
+    }));
+    s.staged();
+    assert_eq!(s.step(), Reverify);
+}
+
+#[test]
+fn a_staged_update_that_is_refused_is_noted_and_the_agent_left_alone() {
+    let mut s = Sim::new();
+    s.m.quarantine.add("1.1.0", now_rfc3339(), "crash");
+    s.feed(Input::Report(Report::DesiredImage {
+        perform: false,
+        result: Ok(Some(target("1.1.0", H2))),
+    }));
+    assert!(s.m.record().is_none());
+    assert!(s.done.is_empty(), "the running agent is not touched");
+    let r = s.m.status().last_refusal.unwrap();
+    assert_eq!(r.name, NoUpdateAvailableException);
 }

@@ -1,0 +1,65 @@
+//! Watching the agent stage an update itself. The agent downloads an
+//! update into its download directory (`var/cache/ecs`) as
+//! `<hex>.ecs-update.tar`, then writes `desired-image`; an inotify watch on
+//! that directory (a thread blocked in `read`: no polling, no wake-up
+//! while nothing happens there) tells the main loop of each, so `status`
+//! shows the update STAGING, then STAGED, before the agent exits 42.
+
+use std::path::Path;
+use std::sync::mpsc::Sender;
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use crate::event::Event;
+
+/// Watch `dir`; each relevant name goes to the main loop as
+/// `Event::CacheFile`. A directory that cannot be watched is logged: the
+/// agent's update is then seen when it exits 42.
+pub fn spawn(dir: &Path, tx: Sender<Event>) {
+    let watched = Inotify::init(InitFlags::IN_CLOEXEC).and_then(|ino| {
+        ino.add_watch(
+            dir,
+            AddWatchFlags::IN_CREATE | AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
+        )
+        .map(|_| ino)
+    });
+    let ino = match watched {
+        Ok(i) => i,
+        Err(e) => {
+            log::warn!(
+                "cannot watch {} ({e}); an update the agent stages is seen when it exits 42",
+                dir.display()
+            );
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("cache-watch".into())
+        .spawn(move || loop {
+            let events = match ino.read_events() {
+                Ok(e) => e,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("watching the agent's download directory: {e}");
+                    return;
+                }
+            };
+            for e in events {
+                let Some(name) = e.name.as_ref().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let relevant = if name == "desired-image" {
+                    e.mask
+                        .intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO)
+                } else {
+                    name.ends_with(".ecs-update.tar") && e.mask.contains(AddWatchFlags::IN_CREATE)
+                };
+                if relevant && tx.send(Event::CacheFile(name.to_string())).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("start the cache watch: {e}");
+    }
+}
