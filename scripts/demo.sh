@@ -11,8 +11,18 @@
 #    start time), then stop cleanly.
 #
 #   bash scripts/demo.sh            # keeps nothing; KEEP=1 keeps the root
+#   bash scripts/demo.sh --real-agent   # the same with the REAL ECS agent
+#                                       # (scripts/demo-real.sh; as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+--real-agent) exec bash scripts/demo-real.sh ;;
+"") ;;
+*)
+    echo "usage: bash scripts/demo.sh [--real-agent]" >&2
+    exit 2
+    ;;
+esac
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 

@@ -781,3 +781,111 @@ fn a_relocated_root_never_touches_the_machines_network() {
     ok(&run_bounded(c, Duration::from_secs(60)), "post-stop");
     assert!(!ran.exists(), "no tool ran");
 }
+
+// ---- with the real agent ---------------------------------------------------
+
+/// The first line of an HTTP answer to `GET path` at `addr`, from inside
+/// `ns` (a network namespace handle), or why there was none.
+fn status_line(ns: &Path, addr: &str, path: &str) -> Result<String, String> {
+    let ns = ns.to_path_buf();
+    let addr: SocketAddr = addr.parse().unwrap();
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    std::thread::spawn(move || {
+        enter(&ns);
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500))
+            .map_err(|e| format!("{:?}: {e}", e.kind()))?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .next()
+            .filter(|l| l.starts_with("HTTP/1."))
+            .map(str::to_string)
+            .ok_or_else(|| format!("no HTTP answer: {text:?}"))
+    })
+    .join()
+    .unwrap()
+}
+
+/// The same rules in front of the REAL agent (Docker runtime, the container
+/// on the sandbox's engine, host network). The sandbox's namespace is the
+/// host; a second namespace joined to it by a veth pair (and to nothing
+/// else) is another host on the VPC, and a bridge-mode task when it routes
+/// 169.254.170.2 through the host. Its connection to the agent's 51678 is
+/// dropped while the agent answers locally; 169.254.170.2:80 reaches the
+/// agent's credentials endpoint on 51679 (whatever it answers, it is the
+/// agent's answer); after `ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS=true` and
+/// a restart (stop, post-stop, pre-start, start), the other host gets the
+/// agent's metadata.
+#[test]
+fn the_real_agent_behind_the_rules() {
+    use crate::harness::real_agent::OLD;
+    use crate::harness::real_host::RealHost;
+    let test = "hostnet::the_real_agent_behind_the_rules";
+    let Some(mut h) = RealHost::new(test, "docker") else {
+        return;
+    };
+    let Some(v) = netns_or_skip(test, 1) else {
+        return;
+    };
+    let other = &v[0];
+    let ns = h.ns.path();
+    let out =
+        h.ns.command("sh")
+            .args([
+                "-c",
+                &format!(
+                    "ip link add vh type veth peer name vo netns {} && \
+                 ip addr add 192.0.2.1/24 dev vh && ip link set vh up",
+                    other.pid()
+                ),
+            ])
+            .output()
+            .unwrap();
+    assert!(out.status.success(), "veth: {out:?}");
+    other.sh("ip addr add 192.0.2.2/24 dev vo && ip link set vo up && \
+         ip route add 169.254.170.2/32 via 192.0.2.1");
+    std::os::unix::fs::symlink("/proc", h.path("proc")).unwrap();
+
+    ok(&h.host.cli(&["pre-start"]), "pre-start");
+    h.start();
+    let metadata = "127.0.0.1:51678";
+    let remote = "192.0.2.1:51678";
+    let ok200 = |r: Result<String, String>| r.map(|l| l.contains(" 200 "));
+    assert_eq!(
+        ok200(status_line(&ns, metadata, "/v1/metadata")),
+        Ok(true),
+        "the real agent answers locally"
+    );
+    match status_line(&other.path, remote, "/v1/metadata") {
+        Err(e) if e.starts_with("TimedOut") => {}
+        other => panic!("another host reached the agent's introspection: {other:?}"),
+    }
+    // The credentials endpoint: the agent's own answer there, directly and
+    // through 169.254.170.2 from the task namespace.
+    let creds = "/v2/credentials/no-such-id";
+    let direct = status_line(&ns, "127.0.0.1:51679", creds).expect("the agent's 51679");
+    let routed = status_line(&other.path, "169.254.170.2:80", creds)
+        .expect("a task reaches 169.254.170.2:80");
+    assert_eq!(routed, direct, "169.254.170.2:80 is the agent's 51679");
+    eprintln!("the agent's credentials endpoint answered a task: {routed}");
+
+    // Open introspection to other hosts; restart.
+    assert!(h.host.cli_bounded(&["stop"]).status.success());
+    assert_eq!(h.host.wait_exit(Duration::from_secs(60)), 0);
+    ok(&h.host.cli(&["post-stop"]), "post-stop");
+    h.host
+        .write_config(&[("ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS", "true")]);
+    ok(&h.host.cli(&["pre-start"]), "pre-start, off-host allowed");
+    h.start();
+    h.wait_version(OLD, Duration::from_secs(60));
+    assert_eq!(
+        ok200(status_line(&other.path, remote, "/v1/metadata")),
+        Ok(true),
+        "with ECS_ALLOW_OFFHOST_INTROSPECTION_ACCESS=true another host gets the metadata"
+    );
+    assert!(h.host.cli_bounded(&["stop"]).status.success());
+    assert_eq!(h.host.wait_exit(Duration::from_secs(60)), 0);
+    ok(&h.host.cli(&["post-stop"]), "post-stop");
+}

@@ -41,6 +41,7 @@ mod containers;
 mod crash_matrix;
 #[cfg(feature = "failpoints")]
 mod disk_faults;
+mod dropin;
 mod engine;
 mod faults;
 mod flood;

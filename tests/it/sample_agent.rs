@@ -824,7 +824,13 @@ fn docker_tasks_keep_running_across_agent_sigkill() {
     }
     ensure_task_image();
     let host = AgentDir::new();
-    let runtime = [("SAMPLE_AGENT_TASK_RUNTIME", "docker")];
+    // A cluster of its own: a warden performing an exit-42 update in a test
+    // running beside this one lists the engine's task containers of its
+    // cluster (`default`), and this test kills one of these.
+    let runtime = [
+        ("SAMPLE_AGENT_TASK_RUNTIME", "docker"),
+        ("ECS_CLUSTER", "sample-agent-docker-test"),
+    ];
     let agent = host.start(&runtime);
     let arn = agent.get_json("/v1/metadata")["ContainerInstanceArn"]
         .as_str()

@@ -188,16 +188,26 @@ impl RealHost {
         let ids =
             self.docker
                 .docker_ok(&["ps", "-aq", "--no-trunc", "--filter", "name=^/ecs-agent$"]);
+        // One may be removed between the `ps` and its `inspect` (the
+        // warden removes a dead `ecs-agent` before it creates the next):
+        // it is gone, so it is not listed.
         ids.lines()
-            .map(|id| {
-                let f = self.docker.docker_ok(&[
-                    "inspect",
-                    "-f",
-                    "{{.State.Running}} {{.State.StartedAt}}",
-                    id,
-                ]);
-                let (r, at) = f.split_once(' ').unwrap();
-                (id.to_string(), r == "true", at.to_string())
+            .filter_map(|id| {
+                let out = self
+                    .docker
+                    .docker()
+                    .args([
+                        "inspect",
+                        "-f",
+                        "{{.State.Running}} {{.State.StartedAt}}",
+                        id,
+                    ])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())?;
+                let f = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                let (r, at) = f.split_once(' ')?;
+                Some((id.to_string(), r == "true", at.to_string()))
             })
             .collect()
     }
