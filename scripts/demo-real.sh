@@ -61,6 +61,10 @@ export DOCKER_HOST
 SOCK=${ECS_WARDEN_SANDBOX_BASE:-/tmp/ecs-warden-sandboxes}/$NAME/standin.sock
 docker load -q -i "$FX/images/ecs-warden-task.tar"
 mkdir -p "$ROOT/etc/ecs" "$ROOT/var/cache/ecs" "$ROOT/srv"
+# The root's kernel knobs: /proc as the warden sees it from inside the
+# sandbox, so pre-start sets up the sandbox's own network (never the
+# machine's) and post-stop undoes it.
+ln -s /proc "$ROOT/proc"
 cp "$FX/images/ecs-agent-v1.105.1.tar" "$ROOT/var/cache/ecs/"
 ln -s ecs-agent-v1.105.1.tar "$ROOT/var/cache/ecs/ecs-agent.tar"
 ln -s "$FX/images/ecs-agent-v1.105.2.tar" "$ROOT/srv/ecs-agent-v1.105.2.tar"
@@ -112,6 +116,7 @@ registered() { agent /v1/metadata | grep -q "\"Version\":\"Amazon ECS Agent - v$
 
 say "ecs-warden pre-start && ecs-warden start (log: $ROOT/warden.log)"
 in_box "$W" --root "$ROOT" pre-start
+in_box iptables -t nat -S | grep -i ecs-warden || true
 in_box "$W" --root "$ROOT" start 2>"$ROOT/warden.log" &
 WARDEN_PID=$!
 wait_for "the real agent 1.105.1 to register" 120 registered 1.105.1
@@ -140,9 +145,9 @@ echo "task container: $(task_state)"
 
 say "the update as ECS does it: StageUpdateMessage, then PerformUpdateMessage"
 standin '{"op":"stage_update","file":"ecs-agent-v1.105.2.tar"}' >/dev/null
-staged() { in_box "$W" --root "$ROOT" status --json | grep -q '"agentStaging"\|"STAGED"'; }
+staged() { in_box "$W" --root "$ROOT" status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); u=d["update"]; sys.exit(0 if u.get("agentStaging") or d.get("agentUpdateStatus") in ("STAGING","STAGED") else 1)'; }
 wait_for "the agent to stage 1.105.2" 120 staged
-in_box "$W" --root "$ROOT" status | grep -iE "update|stag" | head -5
+in_box "$W" --root "$ROOT" status | grep -E "^update" || true
 standin '{"op":"perform_update"}' >/dev/null
 done_update() { in_box "$W" --root "$ROOT" status --json | python3 -c 'import json,sys; u=json.load(sys.stdin)["update"]; sys.exit(0 if u.get("state") in ("UPDATED","FAILED") and u.get("target")=="1.105.2" else 1)'; }
 wait_for "the update to end" 240 done_update
@@ -160,8 +165,9 @@ echo "after:  $AFTER"
 task_running || die "the new agent does not list the task as RUNNING"
 echo "the new agent lists $ARN as RUNNING"
 
-say "ecs-warden stop"
+say "ecs-warden stop && ecs-warden post-stop"
 in_box "$W" --root "$ROOT" stop
 wait "$WARDEN_PID" || true
 WARDEN_PID=
+in_box "$W" --root "$ROOT" post-stop
 echo "done: the real agent was updated the way ECS updates it, the task kept running."

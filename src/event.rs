@@ -33,6 +33,8 @@ pub enum Event {
     Update(Report),
     /// A file appeared or was written in the agent's download directory.
     CacheFile(String),
+    /// A file left the agent's download directory (removed, moved away).
+    CacheFileGone(String),
 }
 
 /// What a runtime reports from its own threads. `run` names one start of

@@ -78,6 +78,17 @@ pub fn human(doc: &Value) -> String {
 
 /// One or two lines about the update in flight or the last one.
 pub fn update_line(u: &Value) -> String {
+    if let (None, Some(a)) = (
+        s(u, &["state"]).and_then(Value::as_str),
+        s(u, &["agentStaging"]).filter(|a| !a.is_null()),
+    ) {
+        // The agent downloads an update itself (before its exit 42).
+        return format!(
+            "update:   STAGING by the agent ({} since {})\n",
+            text(a, &["file"]),
+            text(a, &["since"])
+        );
+    }
     let state = text(u, &["state"]);
     let mut line = format!("update:   {state}");
     if let Some(t) = s(u, &["target"]).and_then(Value::as_str) {
@@ -106,4 +117,24 @@ pub fn update_line(u: &Value) -> String {
         ));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_agents_own_staging_is_shown() {
+        let u = json!({"state": null, "agentStaging": {"file": "ab12.ecs-update.tar", "since": "2026-12-02T18:00:00Z"}});
+        assert_eq!(
+            update_line(&u),
+            "update:   STAGING by the agent (ab12.ecs-update.tar since 2026-12-02T18:00:00Z)\n"
+        );
+        let u =
+            json!({"state": "STAGED", "target": "1.105.2", "step": "staged", "agentStaging": null});
+        assert_eq!(update_line(&u), "update:   STAGED -> 1.105.2 (staged)\n");
+        let u = json!({"state": null, "agentStaging": null});
+        assert_eq!(update_line(&u), "update:   -\n");
+    }
 }

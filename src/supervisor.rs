@@ -716,6 +716,9 @@ impl Supervisor {
             Event::CacheFile(name) => {
                 self.drive(Input::CacheFile(name));
             }
+            Event::CacheFileGone(name) => {
+                self.drive(Input::CacheFileGone(name));
+            }
             Event::Agent(AgentEvent::Exited { run, ended }) => {
                 self.runtime.exited(run);
                 self.on_agent_exit(run, ended)

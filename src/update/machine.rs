@@ -137,6 +137,9 @@ pub enum Input {
     /// (`*.ecs-update.tar`: the agent is downloading an update;
     /// `desired-image`: it has staged one).
     CacheFile(String),
+    /// A file in the agent's download directory was removed or moved away
+    /// (a download the agent gave up, or one it renamed).
+    CacheFileGone(String),
     /// `Effect::Switch` done.
     Switched,
     /// `Effect::Switch` failed.
@@ -669,6 +672,12 @@ impl Machine {
 
             // ----- the agent stages and exits 42 -------------------------
             (_, I::CacheFile(name)) => self.cache_file(&name, w, fx),
+            (_, I::CacheFileGone(name)) => {
+                if self.agent_staging.as_ref().is_some_and(|a| a.file == name) {
+                    log::info!("the agent's download {name} went away; it is not staging now");
+                    self.agent_staging = None;
+                }
+            }
             (Some(Staged), I::Exit42) if self.staged_by_agent() => {
                 // Staged while the agent ran: perform it now.
                 self.rec_mut().perform = true;

@@ -19,7 +19,11 @@ pub fn spawn(dir: &Path, tx: Sender<Event>) {
     let watched = Inotify::init(InitFlags::IN_CLOEXEC).and_then(|ino| {
         ino.add_watch(
             dir,
-            AddWatchFlags::IN_CREATE | AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
+            AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_CLOSE_WRITE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_DELETE
+                | AddWatchFlags::IN_MOVED_FROM,
         )
         .map(|_| ino)
     });
@@ -48,13 +52,23 @@ pub fn spawn(dir: &Path, tx: Sender<Event>) {
                 let Some(name) = e.name.as_ref().and_then(|n| n.to_str()) else {
                     continue;
                 };
-                let relevant = if name == "desired-image" {
+                let gone = e
+                    .mask
+                    .intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM);
+                let event = if name == "desired-image" {
                     e.mask
                         .intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO)
+                        .then(|| Event::CacheFile(name.to_string()))
+                } else if !name.ends_with(".ecs-update.tar") {
+                    None
+                } else if gone {
+                    Some(Event::CacheFileGone(name.to_string()))
                 } else {
-                    name.ends_with(".ecs-update.tar") && e.mask.contains(AddWatchFlags::IN_CREATE)
+                    e.mask
+                        .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+                        .then(|| Event::CacheFile(name.to_string()))
                 };
-                if relevant && tx.send(Event::CacheFile(name.to_string())).is_err() {
+                if event.is_some_and(|ev| tx.send(ev).is_err()) {
                     return;
                 }
             }

@@ -469,3 +469,45 @@ fn update_files_left(cache: &std::path::Path) -> Vec<String> {
         .filter(|n| n.contains(".ecs-update."))
         .collect()
 }
+
+/// The agent's own download, seen as it happens (inotify on its download
+/// directory): a `<hex>.ecs-update.tar` appearing there is an update the
+/// agent is STAGING, in `status` and in the ECS shape, before any
+/// `desired-image`; nothing is journaled for it, and when the file goes
+/// away unperformed (the agent gave up), so does the STAGING.
+#[test]
+fn the_agents_own_download_shows_as_staging() {
+    let srv = Server::start();
+    let host = host_for(&srv, "process", &[]);
+    let partial = host.path("var/cache/ecs/0123456789abcdef.ecs-update.tar");
+    fs::write(&partial, b"the first bytes").unwrap();
+    let st = host.wait_status(
+        "status shows the agent staging",
+        Duration::from_secs(10),
+        |s| s["agentUpdateStatus"] == "STAGING",
+    );
+    assert_eq!(
+        st["update"]["agentStaging"]["file"], "0123456789abcdef.ecs-update.tar",
+        "{st:#}"
+    );
+    let human = host.cli(&["status"]);
+    let human = String::from_utf8_lossy(&human.stdout).to_string();
+    assert!(
+        human.contains("STAGING by the agent (0123456789abcdef.ecs-update.tar"),
+        "{human}"
+    );
+    assert!(
+        !host.path("var/lib/ecs-warden/state.json").exists()
+            || !fs::read_to_string(host.path("var/lib/ecs-warden/state.json"))
+                .unwrap()
+                .contains("STAGING"),
+        "the agent's download is not journaled"
+    );
+    fs::remove_file(&partial).unwrap();
+    host.wait_status(
+        "the STAGING goes with the file",
+        Duration::from_secs(10),
+        |s| s["agentUpdateStatus"].is_null() && s["update"]["agentStaging"].is_null(),
+    );
+    host.assert_intact("1.0.0");
+}

@@ -1157,6 +1157,13 @@ fn the_agent_downloading_shows_as_staging() {
         s.m.status().agent_staging.unwrap().file,
         "0a1b.ecs-update.tar"
     );
+    // Another file going is no news; this one going ends the STAGING.
+    s.feed(Input::CacheFileGone("ffff.ecs-update.tar".into()));
+    assert_eq!(s.m.ecs_state(), Some(State::Staging));
+    s.feed(Input::CacheFileGone("0a1b.ecs-update.tar".into()));
+    assert_eq!(s.m.ecs_state(), None);
+    assert!(s.m.status().agent_staging.is_none());
+    assert!(s.done.is_empty());
 }
 
 #[test]
