@@ -75,8 +75,8 @@ pub fn pre_start(paths: &Paths, cfg: &Config) -> Result<String> {
 /// ecs-init loaded: save `amazon/amazon-ecs-agent:latest` from the engine
 /// and install it as the current build.
 fn adopt_engine_image(paths: &Paths, cfg: &Config) -> Result<()> {
-    use crate::runtime::docker_config::AGENT_IMAGE;
-    let socket = crate::runtime::docker::socket(cfg)?;
+    use crate::agent_image::AGENT_IMAGE;
+    let socket = crate::agent_image::socket(cfg)?;
     let engine = crate::engine::Engine::connect(socket, std::time::Duration::from_secs(10))?;
     if engine.image_inspect(AGENT_IMAGE)?.is_none() {
         return Ok(()); // ensure_current says what is missing

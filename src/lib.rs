@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod agent_env;
+pub mod agent_image;
 pub mod api;
 pub mod backoff;
 pub mod cli;
@@ -37,3 +38,4 @@ pub mod store;
 pub mod supervisor;
 pub mod sys;
 pub mod update;
+pub mod version;

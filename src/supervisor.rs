@@ -166,7 +166,15 @@ pub fn run(paths: &Paths, cfg: &Config, notifier: Notifier, launch: Launch) -> R
     if let Some(port) = cfg.api_port {
         control::server::spawn_tcp(port, tx.clone(), cfg, creds)?;
     }
-    crate::update::watch::spawn(&paths.cache_dir, tx.clone());
+    let watch_tx = tx.clone();
+    crate::update::watch::spawn(&paths.cache_dir, move |news| {
+        use crate::update::watch::CacheNews;
+        let event = match news {
+            CacheNews::Appeared(name) => Event::CacheFile(name),
+            CacheNews::Gone(name) => Event::CacheFileGone(name),
+        };
+        watch_tx.send(event).is_ok()
+    });
     spawn_docker_probe(tx, cfg);
     // Resume or undo an update a previous warden left in flight; the
     // machine starts the agent itself when the update needs it down.
@@ -448,7 +456,7 @@ impl Supervisor {
                         .iter()
                         .filter_map(|l| store.link_name(l))
                         .collect();
-                    crate::runtime::docker::housekeeping(socket, keep);
+                    crate::agent_image::housekeeping(socket, keep);
                 }
             }
             Effect::ConsumeDesiredImage => housekeeping::consume_desired_image(&self.paths),

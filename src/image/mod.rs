@@ -563,12 +563,12 @@ fn familiar_name(full: &str) -> Option<String> {
 
 /// Lower-case hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
-    crate::store::hex(bytes)
+    crate::version::hex(bytes)
 }
 
 /// The version of the agent an image archive carries: its program
 /// (entrypoint) is extracted into `scratch_dir` and run with `-version`,
-/// whose answer is parsed by `store::parse_version_banner` (the banner,
+/// whose answer is parsed by `version::parse_version_banner` (the banner,
 /// or the real agent's `Version:` / `Commit:` lines). A program that has
 /// not answered within `timeout` is killed. The extracted copy is removed.
 pub fn probe_version(
@@ -599,7 +599,7 @@ pub fn probe_version(
             tarball.display()
         ))
     })?;
-    crate::store::parse_version_banner(&out).ok_or_else(|| {
+    crate::version::parse_version_banner(&out).ok_or_else(|| {
         Error::Other(format!(
             "{}: cannot tell the version of {program} from `-version` (printed {:?})",
             tarball.display(),

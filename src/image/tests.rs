@@ -449,7 +449,7 @@ fn the_real_agents_version_text_parses() {
     // ../shared/real-agent/README.md).
     let out = "Amazon ECS Agent:\n\tVersion: 1.105.1\n\tCommit: a8b3e7d3\n\tDirty: true\n";
     assert_eq!(
-        crate::store::parse_version_banner(out),
+        crate::version::parse_version_banner(out),
         Some(("1.105.1".to_string(), Some("a8b3e7d3".to_string())))
     );
 }

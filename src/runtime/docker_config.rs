@@ -60,7 +60,7 @@ use crate::host_facts::{credentials_fetcher_socket, HostFacts, CLOUD_INIT_RESULT
 use crate::paths::Paths;
 
 pub const AGENT_CONTAINER_NAME: &str = "ecs-agent";
-pub const AGENT_IMAGE: &str = "amazon/amazon-ecs-agent:latest";
+pub use crate::agent_image::AGENT_IMAGE;
 pub const APPARMOR_DEFAULT_PROFILE: &str = "ecs-agent-default";
 /// Log drivers ecs-init accepts in `ECS_LOG_DRIVER` (common.go:137-146).
 pub const LOG_DRIVERS: &[&str] = &[

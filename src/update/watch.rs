@@ -6,16 +6,22 @@
 //! shows the update STAGING, then STAGED, before the agent exits 42.
 
 use std::path::Path;
-use std::sync::mpsc::Sender;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use crate::event::Event;
+/// What the watch saw happen to one name in the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheNews {
+    /// `*.ecs-update.tar` appeared, or `desired-image` was written.
+    Appeared(String),
+    /// `*.ecs-update.tar` was removed or moved away.
+    Gone(String),
+}
 
-/// Watch `dir`; each relevant name goes to the main loop as
-/// `Event::CacheFile`. A directory that cannot be watched is logged: the
-/// agent's update is then seen when it exits 42.
-pub fn spawn(dir: &Path, tx: Sender<Event>) {
+/// Watch `dir`; each relevant name goes to `tell` (the supervisor maps it
+/// to its event) until `tell` returns `false`. A directory that cannot be
+/// watched is logged: the agent's update is then seen when it exits 42.
+pub fn spawn(dir: &Path, mut tell: impl FnMut(CacheNews) -> bool + Send + 'static) {
     let watched = Inotify::init(InitFlags::IN_CLOEXEC).and_then(|ino| {
         ino.add_watch(
             dir,
@@ -58,17 +64,17 @@ pub fn spawn(dir: &Path, tx: Sender<Event>) {
                 let event = if name == "desired-image" {
                     e.mask
                         .intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO)
-                        .then(|| Event::CacheFile(name.to_string()))
+                        .then(|| CacheNews::Appeared(name.to_string()))
                 } else if !name.ends_with(".ecs-update.tar") {
                     None
                 } else if gone {
-                    Some(Event::CacheFileGone(name.to_string()))
+                    Some(CacheNews::Gone(name.to_string()))
                 } else {
                     e.mask
                         .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
-                        .then(|| Event::CacheFile(name.to_string()))
+                        .then(|| CacheNews::Appeared(name.to_string()))
                 };
-                if event.is_some_and(|ev| tx.send(ev).is_err()) {
+                if event.is_some_and(|news| !tell(news)) {
                     return;
                 }
             }

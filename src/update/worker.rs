@@ -215,7 +215,7 @@ fn stage(
         .map_err(|e| Failure::new(ServerException, Reason::Disk, e.to_string()))?;
     if let Some(socket) = &ctx.engine {
         // Loaded now, so the engine's `load` is not part of the downtime.
-        crate::runtime::docker::preload(socket, &build, store.current().as_ref())
+        crate::agent_image::preload(socket, &build, store.current().as_ref())
             .map_err(|e| Failure::new(ServerException, Reason::Verify, e))?;
     }
     Ok(learned)

@@ -30,6 +30,7 @@ mod agent_driven;
 mod api_agent;
 mod api_cli;
 mod api_protocol;
+mod architecture;
 mod argv;
 mod cli;
 mod config;
