@@ -115,6 +115,13 @@ shared_dir() {
         c="$(dirname "$common")/../shared/real-agent"
         [ -f "$c/SHA256SUMS" ] && { (cd "$c" && pwd); return 0; }
     fi
+    # A clone deeper in the same tree (a CI checkout under the work dir):
+    # the nearest ancestor holding shared/real-agent.
+    c=$(dirname "$ROOT")
+    while [ "$c" != / ]; do
+        c=$(dirname "$c")
+        [ -f "$c/shared/real-agent/SHA256SUMS" ] && { (cd "$c/shared/real-agent" && pwd); return 0; }
+    done
     return 1
 }
 
