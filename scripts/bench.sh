@@ -411,6 +411,42 @@ PY
         done
         info "run $rep of $DL_REPS done"
     done
+    # BENCH_PERF=1: one more, untimed staging of each size under
+    # `perf record -e cpu-clock` (software clock: works without hardware
+    # counters), profiling an unstripped build of the same profile; its top
+    # entries are printed and kept in $T/dl/perf-SIZE.txt.
+    if [ "${BENCH_PERF:-0}" = 1 ]; then
+        if ! have perf || ! perf stat -e cpu-clock true >/dev/null 2>&1; then
+            missing "perf (Debian linux-perf) with the cpu-clock event: BENCH_PERF=1 skipped"
+        else
+            local pw ptd=$TARGET_DIR/bench-perf
+            CARGO_TARGET_DIR=$ptd cargo build --profile "$PROFILE" --bin ecs-warden --quiet \
+                --config "profile.$PROFILE.strip=false" || die "unstripped build for perf failed"
+            pw=$ptd/$PROFILE/ecs-warden
+            for s in $DL_SIZES; do
+                local r=$d/root
+                new_root "$r" "$T/agent-1.0.0"
+                printf 'ECS_WARDEN_INTROSPECTION_URL=http://127.0.0.1:%s\nECS_WARDEN_UPDATE_SOURCE=%s\nSAMPLE_AGENT_TASK_RUNTIME=process\n' \
+                    "$aport" "$url/manifest-$s.json" >"$r/etc/ecs/ecs.config"
+                start_warden "$r" "$pw"
+                wait_for 30 "the agent" metadata_ok "$aport"
+                perf record -q -e cpu-clock -F 4000 -p "$WPID" -o "$d/perf-$s.data" 2>>"$d/perf.err" &
+                local perf_pid=$!
+                track "$perf_pid"
+                sleep 0.5
+                "$pw" --root "$r" stage >"$d/stage.out" 2>&1 || { cat "$d/stage.out" "$r/warden.log" >&2; die "ecs-warden stage (perf) failed"; }
+                kill -INT "$perf_pid" 2>/dev/null || true
+                wait "$perf_pid" 2>/dev/null || true
+                untrack "$perf_pid"
+                stop_warden
+                rm -rf "$r"
+                perf report -i "$d/perf-$s.data" --no-children --sort comm,dso,symbol --stdio 2>/dev/null |
+                    awk 'NF && !/^#/' | head -n "${BENCH_PERF_TOP:-25}" >"$d/perf-$s.txt" || true
+                info "perf top entries, staging $s MiB (perf record -e cpu-clock -F 4000 -p WARDEN; perf report --no-children --sort comm,dso,symbol):"
+                sed 's/^/      /' "$d/perf-$s.txt" >&2
+            done
+        fi
+    fi
     stop_pid "$server_pid"
 
     local rss_list=""

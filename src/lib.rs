@@ -1,7 +1,8 @@
 //! ecs-warden: supervises the Amazon ECS container agent and moves it from
 //! one build to the next, crash-safely. See ARCHITECTURE.md for the map.
 
-// `unsafe` is allowed in one place only: `sys::adopt_fd`.
+// `unsafe` is allowed in one module only: `sys` (`adopt_fd`,
+// `sync_file_range`).
 #![deny(unsafe_code)]
 
 pub mod agent_env;

@@ -1,9 +1,11 @@
 //! The crate's only `unsafe`: adopting file descriptors inherited across
 //! `execve(2)` (the `reexec` hand-off), plus the close-on-exec switches
-//! that let them be inherited.
+//! that let them be inherited; and `sync_file_range(2)`, which nix does not
+//! wrap (the download's write-behind).
 
 use std::fs::File;
-use std::os::fd::{FromRawFd, RawFd};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
@@ -30,4 +32,20 @@ pub fn keep_on_exec(fd: RawFd) -> nix::Result<()> {
 /// Close `fd` on `execve` again (set `FD_CLOEXEC`).
 pub fn close_on_exec(fd: RawFd) -> nix::Result<()> {
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(|_| ())
+}
+
+/// `sync_file_range(2)` on `file`'s bytes `offset..offset + len` with
+/// `flags` (`nix::libc::SYNC_FILE_RANGE_*`).
+#[allow(unsafe_code)]
+pub fn sync_file_range(file: &File, offset: u64, len: u64, flags: u32) -> io::Result<()> {
+    let off = i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain integers and a descriptor owned by the borrowed `File`,
+    // open for the whole call; the kernel touches no memory of ours.
+    let rc = unsafe { nix::libc::sync_file_range(file.as_raw_fd(), off, len, flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
