@@ -72,7 +72,9 @@ fn docker_task_keeps_its_container_through_two_updates_and_a_rollback() {
     }
     ensure_task_image();
     let srv = Server::start();
-    let host = host_for(&srv, "docker", &[]);
+    // Its own cluster: the engine is shared, and a warden performing an
+    // exit-42 update beside it checks the task containers of `default`.
+    let host = host_for(&srv, "docker", &[("ECS_CLUSTER", "update-docker-test")]);
     let task = host.start_task("web");
     let cid = container_of(&task);
     let started_at = docker_inspect(&cid, "{{.State.StartedAt}}").expect("container exists");
