@@ -559,6 +559,9 @@ section_real_restart() {
         sleep 1.5
         D kill ecs-agent >/dev/null || die "docker kill ecs-agent failed (ecs-init)"
         wait_starts $((n + 2)) 60
+        # Stopped only once it serves: a SIGTERM before the agent handles it
+        # is not an exit 0, and ecs-init would restart it after 1 s more.
+        in_ns "$BT" wait-answer "$REAL_PORT" "$REAL_OLD" 120 >/dev/null || die "the restarted agent did not answer under ecs-init"
         sed -n 's/.*retrying in \([0-9.]*\)\(ms\|s\).*/\1 \2/p' "$d/init-start.log" | head -1 |
             awk '{print ($2 == "s") ? $1 * 1000 : $1}' >>"$d/init-backoff.ms"
         init_stop
