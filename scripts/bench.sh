@@ -15,6 +15,12 @@
 # 4. Update downtime: how long /v1/metadata does not answer during an
 #    update, minus the sample agent's own cold start.
 # 5. Footprint: the static (musl) binary's size and start-to-READY time.
+# 6-10. With the REAL ECS agent 1.105.1/1.105.2 and the REAL ecs-init 1.105.1
+#    (scripts/bench/real.sh; sections real-update, real-native, real-restart,
+#    real-idle, real-load), each in a loopback-only sandbox of
+#    scripts/real-agent.sh with a private Docker engine: update downtime
+#    (Docker and native runtimes, CLI and agent-driven, against ecs-init's
+#    exit 42), restart reaction, idle cost and image loading.
 #
 # Medians over repeated runs; ratios are ecs-warden / peer. Peers (nginx,
 # s6, runit, GNU time, the musl target) are installed when missing and we
@@ -95,6 +101,7 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
+    declare -F real_cleanup >/dev/null && real_cleanup
     if [ -n "${KEEP:-}" ]; then echo "bench: kept $T" >&2; else rm -rf "$T"; fi
     exit "$rc"
 }
@@ -223,7 +230,8 @@ cargo build --profile "$PROFILE" --bins --quiet
 W=$TARGET_DIR/$PROFILE/ecs-warden
 S=$TARGET_DIR/$PROFILE/sample-agent
 MUSL=
-if [ "$MUSL_OK" = 1 ]; then
+# Only the footprint section uses the static build.
+if [ "$MUSL_OK" = 1 ] && { [ -z "${BENCH_SECTIONS:-}" ] || [[ " $BENCH_SECTIONS " == *" footprint "* ]]; }; then
     if cargo build --profile "$PROFILE" --quiet --target x86_64-unknown-linux-musl --bin ecs-warden; then
         MUSL=$TARGET_DIR/x86_64-unknown-linux-musl/$PROFILE/ecs-warden
     else
@@ -820,11 +828,17 @@ section_footprint() {
     row "5 footprint" "\`ecs-warden start\` → READY=1, build installed, ms (median of $((READY_RUNS - 1)))" "$(fmt "$(median "$d/ready.warm")" 1)" "" "" "" ""
 }
 
+# ===== 6-10. the real agent (scripts/bench/real.sh) ===========================
+
+# shellcheck source=scripts/bench/real.sh
+. "$REPO/scripts/bench/real.sh"
+
 # ===== run =====================================================================
 
 STARTED=$(date -u +%Y-%m-%dT%H:%MZ)
 # BENCH_SECTIONS="download idle ..." runs only those (BENCHMARKS.md is then
-# not written).
+# not written). Names: download restart idle update footprint real-update
+# real-native real-restart real-idle real-load.
 want_section() { [ -z "${BENCH_SECTIONS:-}" ] || [[ " $BENCH_SECTIONS " == *" $1 "* ]]; }
 if want_section download; then
     load_note "before download"
@@ -846,6 +860,12 @@ if want_section footprint; then
     load_note "before footprint"
     section_footprint
 fi
+for s in real-update real-native real-restart real-idle real-load; do
+    if want_section "$s"; then
+        load_note "before $s"
+        "section_${s//-/_}"
+    fi
+done
 
 load_note "at the end"
 LOADNOTE=$(IFS=';'; echo "${LOADS[*]}" | sed 's/;/; /g')
@@ -875,6 +895,8 @@ if [ "$QUICK" = 0 ] && [ -z "${BENCH_SECTIONS:-}" ]; then
         echo "- sha256sum: $(sha256sum --version | head -1)"
         echo "- s6: $(dpkg-query -W -f '${Version}' s6 2>/dev/null || echo '?')"
         echo "- runit: $(dpkg-query -W -f '${Version}' runit 2>/dev/null || echo '?')"
+        echo "- Docker engine (the sandboxes' private dockerd): $(dockerd --version 2>/dev/null || echo '?'), storage driver ${ECS_WARDEN_SANDBOX_STORAGE:-fuse-overlayfs}"
+        echo "- the real agent and ecs-init: ../shared/real-agent/ (agent 1.105.1 and 1.105.2, ecs-init 1.105.1; README there)"
     }
     {
         cat <<EOF
@@ -964,6 +986,77 @@ $TABLE
    --root DIR start\` with \`NOTIFY_SOCKET\` set to it and stops the clock at
    the datagram holding \`READY=1\` (sent once the agent has been started).
 
+Sections 6-10 run the **real ECS agent** (1.105.1, and 1.105.2: the same
+source with only its version changed) and the **real ecs-init 1.105.1**
+from \`../shared/real-agent/\`, as image tarballs built by
+\`scripts/real-agent.sh fixtures\` (AWS's image layout,
+\`amazon/amazon-ecs-agent:latest\`, 84 MiB). Everything runs in a sandbox
+of \`scripts/real-agent.sh\`: a network namespace holding nothing but
+loopback (ephemeral ports set to 52000-60999 there, so that a poller's
+connect can never be handed the agent's port 51678), a private \`dockerd\`
+(fuse-overlayfs) in a mount-namespace jail, and the control-plane stand-in
+\`scripts/ecs-standin.py\` (registration, ACS and TCS, the tarballs at
+\`/files/\`). Every sandbox is deleted at the end, also on failure.
+
+6. **Update downtime, Docker runtime.** \`benchtool poll-update 51678
+   1.105.2\` (in the namespace) sends \`GET /v1/metadata\` every 0.5 ms
+   while it answers and every 0.2 ms while it does not; downtime is from the
+   last answer of 1.105.1 to the first of 1.105.2. Each run starts from a
+   fresh host running 1.105.1, with 1.105.2 absent from the engine (a
+   version cannot be updated back to, and a rollback would quarantine it):
+   - ecs-warden, CLI: \`ecs-warden update --source file://ROOT/srv/manifest.json\`
+     (a manifest of both tarballs with sha256 and size);
+   - ecs-warden, agent-driven: the stand-in sends \`StageUpdateMessage\`
+     (the 1.105.2 tarball's URL on the stand-in and its sha256), the agent
+     downloads it into its update directory and acknowledges, the warden
+     reports STAGED; then \`PerformUpdateMessage\`: the agent exits 42;
+   - the real ecs-init 1.105.1, in the namespace and the jail with the
+     private engine's \`DOCKER_HOST\`: \`amazon-ecs-init pre-start\` once
+     (loads the cached 1.105.1 tarball, state 1), then per run
+     \`amazon-ecs-init start\`, the same StageUpdate and PerformUpdate; on
+     the exit 42 ecs-init \`docker load\`s the staged tarball and starts the
+     new container. Between runs: \`amazon-ecs-init stop\`, 1.105.1 loaded
+     back as \`:latest\`, 1.105.2 removed.
+   The agent's own cold start in a container: a fresh container as the
+   warden and ecs-init make it (host network, \`--init\`, the engine's socket,
+   data, log and cache directories), \`docker start\`, from its
+   \`State.StartedAt\` to the first 200 of \`/v1/metadata\`. Added downtime =
+   downtime − that cold start. The breakdown is from the engine's event
+   stream (\`docker events\`) and the new container's \`State.StartedAt\`:
+   last answer → the old container's \`die\` (the agent's own stop), \`die\` →
+   the new container's StartedAt (the supervisor's work plus the engine's
+   remove, create and start; for ecs-init also its image load), StartedAt
+   → first answer.
+7. **Update downtime, native runtime.** The same two warden updates with
+   \`ECS_WARDEN_RUNTIME=native\` (the agent extracted from the same
+   tarballs, run as a process in the sandbox); the native cold start is
+   \`benchtool coldstart\` of \`amazon-ecs-agent\` 1.105.1 with the same
+   environment (exec → first 200).
+8. **Restart reaction, Docker runtime.** \`docker kill ecs-agent\` (SIGKILL)
+   after the container ran 1.5 s; the reaction is from its \`die\` event to
+   the next \`ecs-agent\` container's \`start\` event (the engine's
+   nanosecond stamps). ecs-warden with \`ECS_WARDEN_RESTART_BACKOFF_MIN=0\`,
+   \`..._MAX=0\`, \`ECS_WARDEN_RESTART_STABLE=1s\`. ecs-init has no setting:
+   it waits 500 ms ± 10 % before the first restart of a \`start\`, doubling up
+   to 15 s and never reset while \`start\` runs, so each of its runs is the
+   first kill of a fresh \`amazon-ecs-init start\`; the wait it logs
+   ("retrying in ...") is also shown subtracted.
+9. **Idle cost, Docker runtime.** The warden supervising a healthy real
+   agent container (registered, ACS connected); after ${REAL_IDLE_WARMUP} s of
+   warm-up, a ${REAL_IDLE_SECS} s window: \`VmRSS\` (and \`RssAnon\`/\`RssFile\`),
+   utime+stime, and \`voluntary_ctxt_switches\` of every thread
+   (\`/proc/PID/task/*\`, named by \`comm\`). Peer: \`amazon-ecs-init start\`
+   doing the same job.
+10. **Loading an image.** A fresh warden (Docker runtime, 1.105.1 running),
+    1.105.2 absent from the engine; \`ecs-warden stage --source
+    file://ROOT/srv/manifest.json --version 1.105.2\`: peak RSS is \`VmHWM\`
+    of the warden after it (its whole life, the first start's load of
+    1.105.1 included), the time the STAGING → STAGED interval of the
+    history (copy, sha256, fsync, install and \`POST /images/load\`; the
+    load's own time from the warden's log). Peers on the same file:
+    \`docker load -i FILE\` (1.105.2 removed first; peak RSS is the CLI's, the
+    engine does the work), \`cp FILE DEST && sync DEST\`.
+
 ## Peer commands, exactly
 
 \`\`\`sh
@@ -974,7 +1067,26 @@ openssl dgst -sha256 FILE
 env VARS... s6-supervise SERVICEDIR          # SERVICEDIR/run: the wrapper, or the sample agent
 env VARS... runsv SERVICEDIR
 nginx -p TMP/nginx -e TMP/nginx/error.log -c TMP/nginx/nginx.conf   # listen 127.0.0.1:PORT; sendfile on
+# sections 6-10, all inside the sandbox (scripts/real-agent.sh enter NAME --jail -- ...)
+env -i PATH=... HOME=/root DOCKER_HOST=unix://SANDBOX/docker.sock ECS_EXTERNAL=true AWS_DEFAULT_REGION=us-west-2 amazon-ecs-init pre-start
+env -i PATH=... HOME=/root DOCKER_HOST=unix://SANDBOX/docker.sock ECS_EXTERNAL=true AWS_DEFAULT_REGION=us-west-2 amazon-ecs-init start
+env -i ... amazon-ecs-init stop
+docker -H unix://SANDBOX/docker.sock create --name ecs-agent-cold --net host --init -e VARS... -v SOCK:/var/run/docker.sock -v DATA:/data -v LOG:/log -v CACHE:/var/cache/ecs amazon/amazon-ecs-agent:latest
+docker -H unix://SANDBOX/docker.sock start ecs-agent-cold
+env -i PATH=... HOME=/root VARS... ECS_DATADIR=... ECS_LOGFILE=... ECS_UPDATE_DOWNLOAD_DIR=... amazon-ecs-agent   # native cold start
+docker -H unix://SANDBOX/docker.sock kill ecs-agent
+docker -H unix://SANDBOX/docker.sock load -q -i ecs-agent-v1.105.2.tar
+cp ecs-agent-v1.105.2.tar DEST && sync DEST
 \`\`\`
+
+For sections 6-10, \`VARS\` are the real agent's offline configuration
+(\`/etc/ecs/ecs.config\` for ecs-init, \`etc/ecs/ecs.config\` for the warden):
+\`ECS_EXTERNAL=true\`, static \`AWS_ACCESS_KEY_ID\`/\`AWS_SECRET_ACCESS_KEY\`,
+\`AWS_DEFAULT_REGION\`, \`ECS_CLUSTER\`, \`ECS_BACKEND_HOST\` (the stand-in),
+\`ECS_LOGLEVEL=info\`, \`ECS_CHECKPOINT=true\`, \`ECS_UPDATES_ENABLED=true\`,
+\`ECS_ENABLE_TASK_CPU_MEM_LIMIT=false\`, \`ECS_IMAGE_PULL_BEHAVIOR=prefer-cached\`,
+\`DOCKER_HOST\`; the warden adds \`ECS_WARDEN_RUNTIME\`,
+\`ECS_WARDEN_HEALTH_STABLE=1s\`, \`ECS_WARDEN_STOP_TIMEOUT=10s\`.
 
 \`VARS\` are the agent's: \`ECS_WARDEN_INTROSPECTION_URL\`, \`ECS_DATADIR\`,
 \`SAMPLE_AGENT_TASK_RUNTIME=process\`, and for the restart runs

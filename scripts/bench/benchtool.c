@@ -7,17 +7,24 @@
  *       carries VERSION. Prints "gap_ms G" where G is the time between the
  *       last answer before the change and the first answer with VERSION,
  *       i.e. how long the endpoint was unreachable (or answered non-200).
- *       Exits 1 on timeout.
+ *       Exits 1 on timeout. Then "last_ok_rt_ns A new_rt_ns B": the
+ *       CLOCK_REALTIME of those two answers, to line up with the engine's
+ *       event times.
+ *   benchtool wait-answer PORT VERSION TIMEOUT_S
+ *       Poll as above (every 0.2 ms) until /v1/metadata answers 200 with
+ *       VERSION ("-": any version). Prints "rt_ns T": the CLOCK_REALTIME
+ *       of that first answer. Exits 1 on timeout.
  *   benchtool coldstart N PROGRAM [ARGS...]
  *       N times: exec PROGRAM (environment inherited; it must serve
  *       /v1/metadata on $BENCH_PORT), time from fork to the first 200
  *       answer, then SIGTERM and reap it. Prints one "ms M stop_ms S"
- *       line per run (S: from SIGTERM to the exit being reaped).
+ *       line per run (S: from SIGTERM to the exit being reaped). The
+ *       program's stdout goes to benchtool's stderr.
  *   benchtool ready SOCKET PROGRAM [ARGS...]
  *       Bind a unix datagram socket at SOCKET, start PROGRAM with
  *       NOTIFY_SOCKET=SOCKET, time from fork to a datagram holding
  *       "READY=1", then SIGTERM and reap it. Prints "ms M".
- * All times are CLOCK_MONOTONIC.
+ * All times are CLOCK_MONOTONIC unless named _rt.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -40,6 +47,12 @@ static long long now_ns(void) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+static long long rt_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static void pause_ns(long ns) {
     struct timespec ts = {0, ns};
     nanosleep(&ts, NULL);
@@ -58,6 +71,17 @@ static int get_metadata(int port, char *buf, size_t cap) {
     a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(s);
+        return 0;
+    }
+    /* Nothing listens and the kernel picked PORT as our ephemeral port: a
+     * TCP self-connect, which would hold the port the server is about to
+     * bind. Let go of it at once. */
+    struct sockaddr_in me;
+    socklen_t len = sizeof me;
+    if (getsockname(s, (struct sockaddr *)&me, &len) == 0 && me.sin_port == a.sin_port) {
+        struct linger l = {1, 0};
+        setsockopt(s, SOL_SOCKET, SO_LINGER, &l, sizeof l);
         close(s);
         return 0;
     }
@@ -85,7 +109,7 @@ static int poll_update(int port, const char *version, double timeout_s) {
     char needle[128];
     snprintf(needle, sizeof needle, " - v%s ", version);
     long long start = now_ns(), deadline = start + (long long)(timeout_s * 1e9);
-    long long last_ok = 0;
+    long long last_ok = 0, last_ok_rt = 0;
     long attempts_failed = 0;
     for (;;) {
         long long t = now_ns();
@@ -94,16 +118,18 @@ static int poll_update(int port, const char *version, double timeout_s) {
             return 1;
         }
         if (get_metadata(port, buf, sizeof buf)) {
-            long long got = now_ns();
+            long long got = now_ns(), got_rt = rt_ns();
             if (strstr(buf, needle)) {
                 if (!last_ok) {
                     fprintf(stderr, "benchtool: %s answered before any older version was seen\n", version);
                     return 1;
                 }
-                printf("gap_ms %.3f failed_polls %ld\n", (got - last_ok) / 1e6, attempts_failed);
+                printf("gap_ms %.3f failed_polls %ld last_ok_rt_ns %lld new_rt_ns %lld\n",
+                       (got - last_ok) / 1e6, attempts_failed, last_ok_rt, got_rt);
                 return 0;
             }
             last_ok = got;
+            last_ok_rt = got_rt;
             pause_ns(500000);
         } else {
             if (last_ok) attempts_failed++;
@@ -112,9 +138,29 @@ static int poll_update(int port, const char *version, double timeout_s) {
     }
 }
 
+static int wait_answer(int port, const char *version, double timeout_s) {
+    char buf[8192];
+    char needle[128];
+    snprintf(needle, sizeof needle, " - v%s ", version);
+    int any = strcmp(version, "-") == 0;
+    long long deadline = now_ns() + (long long)(timeout_s * 1e9);
+    while (now_ns() < deadline) {
+        if (get_metadata(port, buf, sizeof buf) && (any || strstr(buf, needle))) {
+            long long t = rt_ns();
+            printf("rt_ns %lld\n", t);
+            return 0;
+        }
+        pause_ns(200000);
+    }
+    fprintf(stderr, "benchtool: no answer%s%s on port %d within %.0f s\n", any ? "" : " from ",
+            any ? "" : version, port, timeout_s);
+    return 1;
+}
+
 static pid_t spawn(char **argv) {
     pid_t pid = fork();
     if (pid == 0) {
+        dup2(2, 1); /* the program's output must not mix with ours */
         execvp(argv[0], argv);
         perror("benchtool: exec");
         _exit(127);
@@ -215,10 +261,12 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     if (argc >= 5 && strcmp(argv[1], "poll-update") == 0)
         return poll_update(atoi(argv[2]), argv[3], atof(argv[4]));
+    if (argc >= 5 && strcmp(argv[1], "wait-answer") == 0)
+        return wait_answer(atoi(argv[2]), argv[3], atof(argv[4]));
     if (argc >= 4 && strcmp(argv[1], "coldstart") == 0)
         return coldstart(atoi(argv[2]), argv + 3);
     if (argc >= 4 && strcmp(argv[1], "ready") == 0)
         return ready(argv[2], argv + 3);
-    fprintf(stderr, "usage: benchtool poll-update PORT VERSION TIMEOUT_S | coldstart N PROG... | ready SOCKET PROG...\n");
+    fprintf(stderr, "usage: benchtool poll-update PORT VERSION TIMEOUT_S | wait-answer PORT VERSION TIMEOUT_S | coldstart N PROG... | ready SOCKET PROG...\n");
     return 2;
 }

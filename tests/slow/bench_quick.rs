@@ -2,19 +2,25 @@
 //! with a row for every section, so the benchmark script cannot rot.
 //!
 //! A peer the script could neither find nor install (nginx, s6, runit, GNU
-//! time, the musl target) is reported loudly in the output; that fails this
-//! test only when `CI` is set, where every peer must be there.
+//! time, the musl target, the real-agent fixtures and their sandboxes, which
+//! need root and a Docker engine) is reported loudly in the output; that
+//! fails this test only when `CI` is set, where every peer must be there.
 
 use std::process::Command;
 
 use crate::harness::ci;
 
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 10] = [
     "| 1 download",
     "| 2 restart",
     "| 3 idle",
     "| 4 update",
     "| 5 footprint",
+    "| 6 real update",
+    "| 7 real native",
+    "| 8 real restart",
+    "| 9 real idle",
+    "| 10 real load",
 ];
 
 #[test]
