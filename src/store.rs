@@ -415,9 +415,56 @@ fn read_build(dir: &Path) -> Result<Build> {
     })
 }
 
+/// A file's identity and last change, as `fstat` tells them: the same
+/// seal later means the same bytes, short of a fault below the file
+/// system. Any write changes the mtime and the ctime, and the ctime cannot
+/// be set back from user space. (Where file times are coarse, a write in
+/// the same clock tick as the change before the seal was taken keeps
+/// them: only a write racing with the very start of a hash, a tick after
+/// the file was installed, could go unseen.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seal {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Seal {
+    pub fn of(m: &fs::Metadata) -> Seal {
+        use std::os::unix::fs::MetadataExt;
+        Seal {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// The seal of the file at `path` now.
+    pub fn of_path(path: &Path) -> Result<Seal> {
+        let m = fs::metadata(path).map_err(Error::io("stat", path))?;
+        Ok(Seal::of(&m))
+    }
+}
+
 /// SHA-256 (hex) and size of a file, streamed.
 pub fn hash_file(path: &Path) -> Result<(String, u64)> {
+    hash_and_seal(path).map(|(sha, size, _)| (sha, size))
+}
+
+/// `hash_file`, and the file's seal when it did not change while it was
+/// read (the same before and after).
+pub fn hash_and_seal(path: &Path) -> Result<(String, u64, Option<Seal>)> {
     let mut f = fs::File::open(path).map_err(Error::io("open", path))?;
+    let stat = |f: &fs::File| {
+        f.metadata()
+            .map(|m| Seal::of(&m))
+            .map_err(Error::io("stat", path))
+    };
+    let before = stat(&f)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
@@ -429,7 +476,9 @@ pub fn hash_file(path: &Path) -> Result<(String, u64)> {
         h.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((hex(&h.finalize()), size))
+    let unchanged = stat(&f).ok() == Some(before) && before.size == size;
+    let seal = unchanged.then_some(before);
+    Ok((hex(&h.finalize()), size, seal))
 }
 
 /// Ask an agent executable for its version (`--version`), accepting the

@@ -26,7 +26,10 @@
 //!    than what runs, not quarantined, nothing else in flight.
 //! 2. STAGING/downloading: a worker streams the build into the store.
 //! 3. STAGED/staged: stop here for `stage`; go on for `update`.
-//! 4. UPDATING/reverify: a worker hashes the staged build again.
+//! 4. UPDATING/reverify: a worker hashes the staged build again. (An
+//!    update the agent staged is hashed while the old agent still runs,
+//!    at STAGED; at exit 42 the reverify then only checks that the file
+//!    is the one hashed, unchanged: `Preverify`, `store::Seal`.)
 //! 5. UPDATING/record-tasks: the tasks the agent reports RUNNING.
 //! 6. UPDATING/stop-old: the agent's downtime, one record for all of it:
 //!    stop the old agent, snapshot its data, switch `current`, start the
@@ -49,7 +52,7 @@ use super::request::Request;
 use super::status::{AgentStaging, Counters, RecordView, Refusal, UpdateStatus};
 use crate::error::EcsErrorName::{self, *};
 use crate::exit::Ended;
-use crate::store::{now_rfc3339, parse_version};
+use crate::store::{now_rfc3339, parse_version, Seal};
 
 /// Starts of the new build (warden restarts included) before giving up.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -163,6 +166,8 @@ pub enum Report {
     Reverified {
         id: String,
         result: Result<(), Failure>,
+        /// The file as it was hashed, when it did not change meanwhile.
+        seal: Option<Seal>,
     },
     Tasks {
         id: String,
@@ -220,8 +225,14 @@ pub enum Work {
         target: Target,
         source: String,
     },
-    /// Hash the staged build again.
-    Reverify { id: String, target: Target },
+    /// Hash the staged build again; with a `seal` from a full hash of
+    /// this update (taken while the old agent still ran), a file that
+    /// still matches it is not read again.
+    Reverify {
+        id: String,
+        target: Target,
+        seal: Option<Seal>,
+    },
     /// The tasks RUNNING now: as the running agent reports them, or, with
     /// the agent down (it exited 42), as the engine runs them (containers
     /// labelled with their task's ARN).
@@ -348,6 +359,22 @@ pub struct Machine {
     /// The agent is downloading an update itself (a `*.ecs-update.tar`
     /// appeared) and no update is in flight.
     agent_staging: Option<AgentStaging>,
+    /// The hash of an update the agent staged, done while it still runs
+    /// (so that its exit 42 need not wait for it).
+    preverify: Option<Preverify>,
+}
+
+/// The early hash of an agent-staged build (`Machine::preverify`).
+#[derive(Debug, Clone, PartialEq)]
+enum Preverify {
+    /// Handed out for update `id`; its report stands for the reverify.
+    Running { id: String },
+    /// Done for update `id` before the reverify step began: passed (with
+    /// the file as it was hashed, unless it changed meanwhile) or failed.
+    Done {
+        id: String,
+        result: Result<Option<Seal>, Failure>,
+    },
 }
 
 /// A pattern: no update in flight (none yet, or the last one ended).
@@ -394,6 +421,7 @@ impl Machine {
             journal_retry: None,
             replaced: None,
             agent_staging: None,
+            preverify: None,
         }
     }
 
@@ -535,12 +563,23 @@ impl Machine {
             (Some(Downloading), I::Report(R::Staged { result: Err(f), .. })) => self.fail(f, fx),
 
             // ----- performing -------------------------------------------
-            (Some(Reverify), I::Report(R::Reverified { result: Ok(()), .. })) => {
-                self.announce(RecordTasks, fx)
+            (Some(Staged | Reverify), I::Report(R::Reverified { id, result, seal }))
+                if self.preverifying(&id) =>
+            {
+                // The early hash of an agent-staged build. It stands for
+                // the reverify once that step is durable; until then
+                // (waiting for exit 42, or for the step's record) it is
+                // kept for it.
+                if self.step() == Some(Reverify) && self.wait.is_none() {
+                    self.preverify = None;
+                    self.reverified(result, fx)
+                } else {
+                    let result = result.map(|()| seal);
+                    self.preverify = Some(Preverify::Done { id, result });
+                }
             }
-            (Some(Reverify), I::Report(R::Reverified { result: Err(f), .. })) => {
-                fx.push(Effect::RemoveBuild(self.rec().target.version.clone()));
-                self.fail(f, fx)
+            (Some(Reverify), I::Report(R::Reverified { result, .. })) => {
+                self.reverified(result, fx)
             }
             (
                 Some(RecordTasks),
@@ -1314,11 +1353,28 @@ impl Machine {
                         "build {} is staged; waiting for perform",
                         self.rec().target.version
                     );
+                    self.preverify(fx);
                 }
             }
             Reverify => {
                 let target = self.rec().target.clone();
-                fx.push(Effect::Work(Work::Reverify { id, target }));
+                let seal = match self.preverify.take() {
+                    // The early hash still runs: its report will do.
+                    Some(Preverify::Running { id: p }) if p == id => {
+                        log::info!(
+                            "build {}: the hash begun at staging is still running; it stands for the reverify",
+                            target.version
+                        );
+                        self.preverify = Some(Preverify::Running { id: p });
+                        return;
+                    }
+                    Some(Preverify::Done { id: p, result }) if p == id => match result {
+                        Ok(seal) => seal,
+                        Err(f) => return self.reverified(Err(f), fx),
+                    },
+                    _ => None,
+                };
+                fx.push(Effect::Work(Work::Reverify { id, target, seal }));
             }
             RecordTasks => {
                 // With the agent down (it exited 42), its tasks are the
@@ -1468,6 +1524,44 @@ impl Machine {
         self.announce(Step::Staged, fx)
     }
 
+    /// An update the agent staged is performed when the agent exits 42,
+    /// and its downtime starts then: hash the build now, while the old
+    /// agent runs, so that the reverify at exit 42 only has to see that
+    /// the file is the one hashed, unchanged (`Seal`).
+    fn preverify(&mut self, fx: &mut Vec<Effect>) {
+        let r = self.rec();
+        if r.origin != Origin::Exit42 || r.perform {
+            return;
+        }
+        let (id, target) = (r.id.clone(), r.target.clone());
+        log::info!(
+            "hashing build {} again now, while the agent that staged it runs",
+            target.version
+        );
+        self.preverify = Some(Preverify::Running { id: id.clone() });
+        fx.push(Effect::Work(Work::Reverify {
+            id,
+            target,
+            seal: None,
+        }));
+    }
+
+    /// Whether the early hash of update `id` is running.
+    fn preverifying(&self, id: &str) -> bool {
+        matches!(&self.preverify, Some(Preverify::Running { id: p }) if p == id)
+    }
+
+    /// The reverify's outcome.
+    fn reverified(&mut self, result: Result<(), Failure>, fx: &mut Vec<Effect>) {
+        match result {
+            Ok(()) => self.announce(Step::RecordTasks, fx),
+            Err(f) => {
+                fx.push(Effect::RemoveBuild(self.rec().target.version.clone()));
+                self.fail(f, fx)
+            }
+        }
+    }
+
     fn begin_perform(&mut self, fx: &mut Vec<Effect>) {
         self.rec_mut().attempts += 1;
         if self.rec().attempts > MAX_ATTEMPTS {
@@ -1614,6 +1708,8 @@ impl Machine {
                 fx.push(Effect::EnsureAgent);
                 if rec.perform {
                     self.begin_perform(fx);
+                } else {
+                    self.preverify(fx);
                 }
             }
             Accepted | Downloading | Reverify | RecordTasks => {

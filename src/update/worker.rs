@@ -13,7 +13,7 @@ use super::snapshot::{self, SNAPSHOT_DIR};
 use crate::config::Config;
 use crate::error::EcsErrorName::{ClientException, ServerException};
 use crate::paths::Paths;
-use crate::store::{self, Artifact, Store};
+use crate::store::{self, Artifact, Seal, Store};
 
 /// What every worker may use.
 #[derive(Clone)]
@@ -62,10 +62,13 @@ pub fn run(work: Work, ctx: &Ctx, progress: &dyn Fn(Report)) -> Report {
             let result = stage(ctx, &id, target, &source, progress);
             Report::Staged { id, result }
         }
-        Work::Reverify { id, target } => Report::Reverified {
-            result: reverify(paths, &target),
-            id,
-        },
+        Work::Reverify { id, target, seal } => {
+            let (result, seal) = match reverify(paths, &target, seal) {
+                Ok(seal) => (Ok(()), seal),
+                Err(f) => (Err(f), None),
+            };
+            Report::Reverified { id, result, seal }
+        }
         Work::RecordTasks { id, from_engine } => Report::Tasks {
             id,
             result: if from_engine {
@@ -222,7 +225,14 @@ fn stage(
 }
 
 /// Hash the staged build again: it must still be what was verified.
-fn reverify(paths: &Paths, target: &Target) -> Result<(), Failure> {
+/// Hash the staged build again, unless it still has the `seal` of an
+/// earlier hash of it: its seal as hashed now, when it did not change
+/// while it was read.
+pub fn reverify(
+    paths: &Paths,
+    target: &Target,
+    seal: Option<Seal>,
+) -> Result<Option<Seal>, Failure> {
     let Some(build) = Store::new(paths).build(&target.version) else {
         return Err(Failure::new(
             ClientException,
@@ -234,9 +244,22 @@ fn reverify(paths: &Paths, target: &Target) -> Result<(), Failure> {
         ));
     };
     let exe = build.artifact_file();
-    match store::hash_file(&exe) {
-        Ok((sha, size)) if sha == target.sha256 && size == target.size => Ok(()),
-        Ok((sha, size)) => Err(Failure::new(
+    if let Some(seal) = seal {
+        if Seal::of_path(&exe).ok() == Some(seal) {
+            log::info!(
+                "{} is the file hashed at staging, unchanged since; not read again",
+                exe.display()
+            );
+            return Ok(Some(seal));
+        }
+        log::warn!(
+            "{} changed since it was hashed at staging; hashing it again",
+            exe.display()
+        );
+    }
+    match store::hash_and_seal(&exe) {
+        Ok((sha, size, seal)) if sha == target.sha256 && size == target.size => Ok(seal),
+        Ok((sha, size, _)) => Err(Failure::new(
             ClientException,
             Reason::Verify,
             format!(
@@ -292,4 +315,68 @@ fn exit_42_target(paths: &Paths) -> Result<Option<Target>, String> {
         sha256,
         size,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build 1.1.0 in a store under a temporary root; its target.
+    fn a_build(dir: &std::path::Path) -> (Paths, Target, std::path::PathBuf) {
+        let paths = Paths::new(dir.join("root"));
+        let src = dir.join("agent");
+        fs::write(&src, b"#!/bin/sh\necho 'Amazon ECS Agent - v1.1.0 (0a)'\n").unwrap();
+        let (sha256, size) = store::hash_file(&src).unwrap();
+        let artifact = Artifact {
+            version: "1.1.0".into(),
+            git_hash: None,
+            sha256: sha256.clone(),
+            size,
+            source: "file:///agent".into(),
+            installed_at: store::now_rfc3339(),
+            image: None,
+        };
+        let build = Store::new(&paths).install(&src, &artifact, false).unwrap();
+        let target = Target {
+            version: "1.1.0".into(),
+            git_hash: None,
+            url: crate::source::Source::file(&src),
+            sha256,
+            size,
+        };
+        (paths, target, build.artifact_file())
+    }
+
+    #[test]
+    fn a_sealed_build_is_not_read_again_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, target, file) = a_build(dir.path());
+        let seal = reverify(&paths, &target, None)
+            .unwrap()
+            .expect("unchanged while hashed: sealed");
+        assert_eq!(Seal::of_path(&file).unwrap(), seal);
+
+        // With the seal, the bytes are not read: a target whose digest
+        // does not match still passes (how the test sees that no hash ran).
+        let mut wrong = target.clone();
+        wrong.sha256 = "0".repeat(64);
+        assert_eq!(reverify(&paths, &wrong, Some(seal)).unwrap(), Some(seal));
+
+        // Rewritten with the same length: the seal no longer fits, the
+        // file is hashed and the change found. (A tick later: on kernels
+        // with coarse file times a write in the same tick as the last one
+        // keeps its times.)
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut perms = fs::metadata(&file).unwrap().permissions();
+        perms.set_mode(0o755);
+        fs::set_permissions(&file, perms).unwrap();
+        let old = fs::read(&file).unwrap();
+        let mut new = old.clone();
+        new[old.len() - 3] ^= 1;
+        fs::write(&file, &new).unwrap();
+        assert_ne!(Seal::of_path(&file).unwrap(), seal);
+        let err = reverify(&paths, &target, Some(seal)).unwrap_err();
+        assert_eq!(err.reason, Reason::Verify);
+        assert!(err.message.contains("changed on disk"), "{}", err.message);
+    }
 }

@@ -119,6 +119,14 @@ fn an_agent_driven_update_reaches_updated(test: &str, runtime: &'static str) {
         h.host.history()
     );
     assert_eq!(u["tasksBefore"], 1, "the gate knew the task: {u:#}");
+    // The build was hashed while the old agent ran; after exit 42 the
+    // reverify only checked the file was that one, unchanged.
+    let log = h.host.log();
+    assert!(
+        log.contains("while the agent that staged it runs")
+            && (log.contains("not read again") || log.contains("stands for the reverify")),
+        "{log}"
+    );
     assert_task_kept(&h, &task, "the agent-driven update");
 }
 

@@ -244,7 +244,11 @@ impl Sim {
         let Work::Reverify { id, .. } = self.take_work() else {
             panic!("not a reverify")
         };
-        self.feed(Input::Report(Report::Reverified { id, result: Ok(()) }))
+        self.feed(Input::Report(Report::Reverified {
+            id,
+            result: Ok(()),
+            seal: None,
+        }))
     }
 
     fn tasks(&mut self) -> &mut Sim {
@@ -546,6 +550,7 @@ fn failures_before_the_switch_end_failed_with_the_agent_running() {
                 s.feed(Input::Report(Report::Reverified {
                     id,
                     result: Err(Failure::new(ClientException, Reason::Verify, "changed")),
+                    seal: None,
                 }));
                 assert!(s.did(&Effect::RemoveBuild("1.1.0".into())));
             },
@@ -789,6 +794,7 @@ fn stale_reports_are_ignored() {
     s.feed(Input::Report(Report::Reverified {
         id: s.id(),
         result: Ok(()),
+        seal: None,
     }));
     s.feed(Input::AgentStopped);
     s.feed(Input::Switched);
@@ -1231,4 +1237,134 @@ fn a_staged_update_that_is_refused_is_noted_and_the_agent_left_alone() {
     assert!(s.done.is_empty(), "the running agent is not touched");
     let r = s.m.status().last_refusal.unwrap();
     assert_eq!(r.name, NoUpdateAvailableException);
+}
+
+/// A seal to hand back in reports (any file's will do: the machine only
+/// passes it on).
+fn a_seal() -> Seal {
+    Seal::of(&std::fs::metadata("/").unwrap())
+}
+
+/// The agent staged 1.1.0 and the build is in the store: the early hash
+/// has been handed out.
+fn agent_staged_sim() -> Sim {
+    let mut s = Sim::new();
+    s.feed(Input::Report(Report::DesiredImage {
+        perform: false,
+        result: Ok(Some(target("1.1.0", H2))),
+    }));
+    s.staged();
+    assert_eq!(s.step(), Staged);
+    s
+}
+
+#[test]
+fn an_agent_staged_build_is_hashed_while_the_old_agent_runs() {
+    let mut s = agent_staged_sim();
+    let Work::Reverify { id, seal: None, .. } = s.take_work() else {
+        panic!("no early hash: {:?}", s.work)
+    };
+    let recorded = s.recorded.len();
+    s.feed(Input::Report(Report::Reverified {
+        id,
+        result: Ok(()),
+        seal: Some(a_seal()),
+    }));
+    assert_eq!(s.step(), Staged, "still waiting for the agent's exit 42");
+    assert_eq!(s.recorded.len(), recorded, "nothing recorded");
+    assert!(!s.did(&Effect::StopAgent), "the agent is not touched");
+    // Exit 42: the reverify only checks the seal.
+    s.host.running = false;
+    s.feed(Input::Exit42);
+    assert_eq!(s.step(), Reverify);
+    let Work::Reverify { seal, .. } = &s.work[0] else {
+        panic!("{:?}", s.work)
+    };
+    assert_eq!(*seal, Some(a_seal()));
+    s.reverified();
+    assert_eq!(s.step(), RecordTasks);
+}
+
+#[test]
+fn an_early_hash_still_running_at_exit_42_stands_for_the_reverify() {
+    let mut s = agent_staged_sim();
+    s.host.running = false;
+    s.feed(Input::Exit42);
+    assert_eq!(s.step(), Reverify);
+    assert_eq!(s.work.len(), 1, "no second hash: {:?}", s.work);
+    s.reverified(); // the early one
+    assert_eq!(s.step(), RecordTasks);
+}
+
+#[test]
+fn an_early_hash_done_before_the_reverify_is_durable_is_kept_for_it() {
+    let mut s = agent_staged_sim();
+    let Work::Reverify { id, .. } = s.take_work() else {
+        panic!()
+    };
+    s.host.running = false;
+    // Exit 42: the reverify's record goes out, not yet written...
+    let fx = s.m.handle(Input::Exit42, &s.host);
+    assert!(matches!(fx.last(), Some(Effect::Record(r)) if r.step == Reverify));
+    // ...when the early hash reports: nothing may happen yet.
+    let fx = s.m.handle(
+        Input::Report(Report::Reverified {
+            id,
+            result: Ok(()),
+            seal: Some(a_seal()),
+        }),
+        &s.host,
+    );
+    assert!(fx.is_empty(), "{fx:?}");
+    // Written: the reverify checks the seal.
+    s.feed(Input::Recorded);
+    let Work::Reverify { seal, .. } = &s.work[0] else {
+        panic!("{:?}", s.work)
+    };
+    assert_eq!(*seal, Some(a_seal()));
+}
+
+#[test]
+fn an_early_hash_that_fails_fails_the_update_at_exit_42() {
+    let mut s = agent_staged_sim();
+    let Work::Reverify { id, .. } = s.take_work() else {
+        panic!()
+    };
+    s.feed(Input::Report(Report::Reverified {
+        id,
+        result: Err(Failure::new(ClientException, Reason::Verify, "changed")),
+        seal: None,
+    }));
+    assert_eq!(s.step(), Staged, "the running agent is left alone");
+    s.host.running = false;
+    s.feed(Input::Exit42);
+    assert!(s.work.is_empty(), "not hashed again: {:?}", s.work);
+    assert!(s.did(&Effect::RemoveBuild("1.1.0".into())));
+    assert_eq!(s.step(), Failed);
+    assert_eq!(s.error().reason, Reason::Verify);
+}
+
+#[test]
+fn an_early_hash_whose_file_changed_meanwhile_is_done_again_in_full() {
+    let mut s = agent_staged_sim();
+    let Work::Reverify { id, .. } = s.take_work() else {
+        panic!()
+    };
+    // Passed, but the file changed while it was read: no seal.
+    s.feed(Input::Report(Report::Reverified {
+        id,
+        result: Ok(()),
+        seal: None,
+    }));
+    s.host.running = false;
+    s.feed(Input::Exit42);
+    assert!(matches!(s.work[0], Work::Reverify { seal: None, .. }));
+}
+
+#[test]
+fn an_update_staged_by_the_cli_is_not_hashed_early() {
+    let mut s = Sim::new();
+    s.feed(Input::Update(request("1.1.0", false))).staged();
+    assert_eq!(s.step(), Staged);
+    assert!(s.work.is_empty(), "{:?}", s.work);
 }
