@@ -230,8 +230,8 @@ cargo build --profile "$PROFILE" --bins --quiet
 W=$TARGET_DIR/$PROFILE/ecs-warden
 S=$TARGET_DIR/$PROFILE/sample-agent
 MUSL=
-# Only the footprint section uses the static build.
-if [ "$MUSL_OK" = 1 ] && { [ -z "${BENCH_SECTIONS:-}" ] || [[ " $BENCH_SECTIONS " == *" footprint "* ]]; }; then
+# The static build: the footprint and the two idle sections use it.
+if [ "$MUSL_OK" = 1 ] && { [ -z "${BENCH_SECTIONS:-}" ] || [[ " $BENCH_SECTIONS " =~ \ (footprint|idle|real-idle)\  ]]; }; then
     if cargo build --profile "$PROFILE" --quiet --target x86_64-unknown-linux-musl --bin ecs-warden; then
         MUSL=$TARGET_DIR/x86_64-unknown-linux-musl/$PROFILE/ecs-warden
     else
@@ -675,15 +675,25 @@ section_idle() {
     local d=$T/idle port
     mkdir -p "$d"
     port=$(free_port)
-    local r=$d/root
-    new_root "$r" "$T/agent-1.0.0"
-    printf 'ECS_WARDEN_INTROSPECTION_URL=http://127.0.0.1:%s\nSAMPLE_AGENT_TASK_RUNTIME=process\n' "$port" >"$r/etc/ecs/ecs.config"
-    start_warden "$r"
-    wait_for 30 "the agent" metadata_ok "$port"
-    idle "$WPID" >"$d/warden.idle"
-    echo "$(vm "$WPID" RssAnon) $(vm "$WPID" RssFile)" >"$d/warden.split"
-    stop_warden
-    info "ecs-warden: $(cat "$d/warden.idle") (rss KiB, cpu ms, voluntary, involuntary, threads)"
+    # The warden twice: the release build the other sections use (glibc),
+    # and the static musl binary the RPM ships, which carries the targets.
+    local bin kind
+    for kind in warden static; do
+        bin=$W
+        if [ "$kind" = static ]; then
+            [ -n "${MUSL:-}" ] || continue
+            bin=$MUSL
+        fi
+        local r=$d/root-$kind
+        new_root "$r" "$T/agent-1.0.0"
+        printf 'ECS_WARDEN_INTROSPECTION_URL=http://127.0.0.1:%s\nSAMPLE_AGENT_TASK_RUNTIME=process\n' "$port" >"$r/etc/ecs/ecs.config"
+        start_warden "$r" "$bin"
+        wait_for 30 "the agent" metadata_ok "$port"
+        idle "$WPID" >"$d/$kind.idle"
+        echo "$(vm "$WPID" RssAnon) $(vm "$WPID" RssFile)" >"$d/$kind.split"
+        stop_warden
+        info "ecs-warden ($kind): $(cat "$d/$kind.idle") (rss KiB, cpu ms, voluntary, involuntary, threads)"
+    done
     local sup
     for sup in s6 runsv; do
         local cmd
@@ -701,45 +711,34 @@ section_idle() {
         stop_pid "$pid"
         info "$cmd: $(cat "$d/$sup.idle")"
     done
-    local w_rss w_cpu w_vol w_thr w_anon w_file
-    read -r w_rss w_cpu w_vol _ w_thr <"$d/warden.idle"
-    read -r w_anon w_file <"$d/warden.split"
-    local field label unit
-    for field in rss cpu vol; do
-        case $field in
-        rss) label="RSS at the end of the window, MiB" ;;
-        cpu) label="CPU time (utime+stime) over ${IDLE_SECS}s, ms" ;;
-        vol) label="wake-ups (voluntary context switches, all threads) over ${IDLE_SECS}s" ;;
-        esac
-        local wv
-        case $field in
-        rss) wv=$(awk -v k="$w_rss" 'BEGIN {print k / 1024}') ;;
-        cpu) wv=$w_cpu ;;
-        vol) wv=$w_vol ;;
-        esac
-        for sup in s6 runsv; do
-            local name pv="nan" p_rss p_cpu p_vol target=""
-            if [ "$sup" = s6 ]; then name=s6-supervise; else name=runsv; fi
-            if [ -s "$d/$sup.idle" ]; then
-                read -r p_rss p_cpu p_vol _ _ <"$d/$sup.idle"
-                case $field in
-                rss) pv=$(awk -v k="$p_rss" 'BEGIN {print k / 1024}') ;;
-                cpu) pv=$p_cpu ;;
-                vol) pv=$p_vol ;;
-                esac
-            fi
-            if [ "$sup" = s6 ]; then
-                case $field in
-                rss) target="< 4 MiB: $(ok 'a < 4' "$wv" 0)" ;;
-                vol) target="0: $(ok 'a == 0' "$wv" 0)" ;;
-                esac
-            fi
-            local dec=0
-            [ "$field" = rss ] && dec=2
-            row "3 idle" "$label${field:+}$( [ "$field" = rss ] && echo " (warden: $w_thr threads, anon $(fmt "$(awk -v k="$w_anon" 'BEGIN {print k / 1024}')" 2) + file $(fmt "$(awk -v k="$w_file" 'BEGIN {print k / 1024}')" 2))")" "$(fmt "$wv" "$dec")" "$name" \
-                "$( [ "$pv" = nan ] && echo missing || fmt "$pv" "$dec")" "$(ratio "$wv" "$pv")" "$target"
-        done
+    mib() { awk -v k="$1" 'BEGIN {print k / 1024}'; }
+    local p_rss=nan p_cpu=nan p_vol=nan r_rss=nan r_cpu=nan r_vol=nan
+    [ -s "$d/s6.idle" ] && read -r p_rss p_cpu p_vol _ _ <"$d/s6.idle"
+    [ -s "$d/runsv.idle" ] && read -r r_rss r_cpu r_vol _ _ <"$d/runsv.idle"
+    [ "$p_rss" = nan ] || p_rss=$(mib "$p_rss")
+    [ "$r_rss" = nan ] || r_rss=$(mib "$r_rss")
+    peerv() { [ "$1" = nan ] && echo missing || fmt "$1" "$2"; }
+    local kind
+    for kind in static warden; do
+        [ -s "$d/$kind.idle" ] || continue
+        local w_rss w_cpu w_vol w_thr w_anon w_file what target_rss="" target_vol=""
+        read -r w_rss w_cpu w_vol _ w_thr <"$d/$kind.idle"
+        read -r w_anon w_file <"$d/$kind.split"
+        w_rss=$(mib "$w_rss")
+        if [ "$kind" = static ]; then
+            what="the static (musl) binary the RPM ships"
+            target_rss="< 4 MiB: $(ok 'a < 4' "$w_rss" 0)"
+            target_vol="0: $(ok 'a == 0' "$w_vol" 0)"
+        else
+            what="the release build the other sections use (glibc)"
+        fi
+        local rl="RSS at the end of the window, MiB, $what (warden: $w_thr threads, anon $(fmt "$(mib "$w_anon")" 2) + file $(fmt "$(mib "$w_file")" 2))"
+        row "3 idle" "$rl" "$(fmt "$w_rss" 2)" s6-supervise "$(peerv "$p_rss" 2)" "$(ratio "$w_rss" "$p_rss")" "$target_rss"
+        row "3 idle" "$rl" "$(fmt "$w_rss" 2)" runsv "$(peerv "$r_rss" 2)" "$(ratio "$w_rss" "$r_rss")" ""
+        row "3 idle" "CPU time (utime+stime) over ${IDLE_SECS}s, ms, $what" "$w_cpu" s6-supervise "$(peerv "$p_cpu" 0)" "$(ratio "$w_cpu" "$p_cpu")" ""
+        row "3 idle" "wake-ups (voluntary context switches, all threads) over ${IDLE_SECS}s, $what" "$w_vol" s6-supervise "$(peerv "$p_vol" 0)" "$(ratio "$w_vol" "$p_vol")" "$target_vol"
     done
+    row "3 idle" "CPU time and wake-ups of runsv over ${IDLE_SECS}s (ms; count)" "" runsv "$(peerv "$r_cpu" 0); $(peerv "$r_vol" 0)" "" ""
 }
 
 # ===== 4. update downtime ======================================================
@@ -883,7 +882,7 @@ why() {
     case "$1" in
     "1 download"*) echo "Staging is measured against \`curl -o && sync\` on a shared VM whose disk and page cache vary between runs; the CPU per GiB row tells whether the warden did more work, the throughput row only that it waited longer." ;;
     "2 restart") echo "The reaction is a reap, a journal-free bookkeeping step and a fork/exec; a miss means the machine was busy (see the load average)." ;;
-    "3 idle") echo "Most of the warden's RSS is file-backed (the split is in the measure column): pages of its own binary and of libc mapped while it started (\`/proc/PID/smaps\` of a warden on this machine: 2.6 MiB of the 4.4 MiB release binary, 1.5 MiB of libc). The binary grew with the Docker runtime, the Engine API client and the image reader, and the fifth thread (the inotify watch on the agent's download directory, for agent-driven updates) adds its stack. Dropping start-up code from the mapping (madvise) would move the figure without saving memory the host could use, so it is not done." ;;
+    "3 idle") echo "Most of the warden's RSS is file-backed (the split is in the measure column): pages of its own binary (and in the glibc build, of libc) mapped while it started (\`/proc/PID/smaps\` of a glibc warden on this machine: 2.6 MiB of the 4.4 MiB binary, 1.5 MiB of libc). The binary grew with the Docker runtime, the Engine API client and the image reader, and the fifth thread (the inotify watch on the agent's download directory, for agent-driven updates) adds its stack. Dropping start-up code from the mapping (madvise) would move the figure without saving memory the host could use, so it is not done." ;;
     "4 update") echo "A miss means the machine was busy: the warden's own part is a stop, a journal record, a rename and a fork/exec." ;;
     "6 real update") echo "The added downtime is almost all in the engine: the breakdown row shows StartedAt → answer equal to the agent's cold start, and the gap from the old container's exit to the new one's StartedAt spent removing the old \`ecs-agent\`, creating the new one and starting it (host network, fuse-overlayfs mount: 150-300 ms on this engine; ecs-init spends the same plus its \`docker load\`). An agent-driven update adds, after the exit, three journal records (about 6 ms each on this disk), the reverify's seal check and the engine's task list. A container created before the old one stops would hide the create, but two containers named \`ecs-agent\` cannot exist, and the agent's own tooling looks for that name." ;;
     "7 real native") echo "A miss means the machine was busy: natively the warden's part is a stop, a snapshot, a symlink and a fork/exec." ;;
@@ -1010,7 +1009,11 @@ ${MISSED_TEXT:-All targets were met in this run.}
    at the end), CPU time (utime+stime of \`/proc/PID/stat\`, all threads;
    10 ms ticks) and wake-ups (\`voluntary_ctxt_switches\` of every thread in
    \`/proc/PID/task/*/status\`, end minus start). Peers:
-   \`s6-supervise SERVICEDIR\`, \`runsv SERVICEDIR\`.
+   \`s6-supervise SERVICEDIR\`, \`runsv SERVICEDIR\`. The warden is
+   measured twice: as the static musl binary the RPM ships, which carries
+   the targets (it is what a host runs), and as the glibc release build
+   the other sections use. Most of the difference is libc's pages, which
+   the dynamic build maps and the static one does not.
 4. **Update downtime.** A warden supervising sample agent 1.0.0 is updated
    $UPDATES times (1.1.0, 1.1.1, ...; each a \`sample-agent stamp\` build,
    manifest on \`file://\`, \`ECS_WARDEN_HEALTH_STABLE=200ms\`) with
@@ -1086,8 +1089,9 @@ connect can never be handed the agent's port 51678), a private \`dockerd\`
    agent container (registered, ACS connected); after ${REAL_IDLE_WARMUP} s of
    warm-up, a ${REAL_IDLE_SECS} s window: \`VmRSS\` (and \`RssAnon\`/\`RssFile\`),
    utime+stime, and \`voluntary_ctxt_switches\` of every thread
-   (\`/proc/PID/task/*\`, named by \`comm\`). Peer: \`amazon-ecs-init start\`
-   doing the same job.
+   (\`/proc/PID/task/*\`, named by \`comm\`), of the static musl binary the
+   RPM ships (the glibc release build when there is no musl build). Peer:
+   \`amazon-ecs-init start\` doing the same job.
 10. **Loading an image.** A fresh warden (Docker runtime, 1.105.1 running),
     1.105.2 absent from the engine; \`ecs-warden stage --source
     file://ROOT/srv/manifest.json --version 1.105.2\`: peak RSS is \`VmHWM\`

@@ -621,6 +621,10 @@ section_real_idle() {
         real_missing_rows "$S9" "RSS" "wake-ups"
         return
     fi
+    # The binary the RPM ships (static musl), when it was built: what a host
+    # runs. (Dynamic scope: the helpers below start this W.)
+    local W=${MUSL:-$W} which="the static (musl) binary the RPM ships"
+    [ -n "${MUSL:-}" ] || which="the release build (glibc: no musl build)"
     local d=$REAL_TMP/idle
     mkdir -p "$d"
     real_sandbox
@@ -655,7 +659,7 @@ section_real_idle() {
     woke=$(awk '$2 > 0 {printf "%s%s %d", sep, $1, $2; sep = ", "}' "$d/warden.threads")
     local wanon wfile
     read -r wanon wfile <"$d/warden.split"
-    row "$S9" "RSS at the end of the window, MiB (warden: $w_thr threads, anon $(fmt "$(awk -v k="$wanon" 'BEGIN {print k / 1024}')" 2) + file $(fmt "$(awk -v k="$wfile" 'BEGIN {print k / 1024}')" 2); ecs-init: $i_thr threads)" "$(fmt "$wr" 2)" \
+    row "$S9" "RSS at the end of the window, MiB, $which (warden: $w_thr threads, anon $(fmt "$(awk -v k="$wanon" 'BEGIN {print k / 1024}')" 2) + file $(fmt "$(awk -v k="$wfile" 'BEGIN {print k / 1024}')" 2); ecs-init: $i_thr threads)" "$(fmt "$wr" 2)" \
         "real ecs-init 1.105.1 \`start\`" "$(fmt "$ir" 2)" "$(ratio "$wr" "$ir")" "< 4 MiB: $(ok 'a < 4' "$wr" 0)"
     row "$S9" "CPU time (utime+stime) over ${REAL_IDLE_SECS}s, ms" "$w_cpu" "real ecs-init 1.105.1 \`start\`" "$i_cpu" "$(ratio "$w_cpu" "$i_cpu")" ""
     row "$S9" "wake-ups (voluntary context switches, all threads) over ${REAL_IDLE_SECS}s${woke:+ (warden: $woke)}" "$w_vol" \
