@@ -324,7 +324,11 @@ fn validate(raw: Raw, env_root: Option<OsString>) -> Result<Cli> {
         });
     }
     let Some(spec) = raw.verb else {
-        return Err(Error::Usage("missing verb".into()));
+        return Err(Error::Usage(match raw.flags.first() {
+            // `ecs-warden --bogus`: name the flag, not only the verb.
+            Some((flag, _)) => format!("unknown option {flag:?}, and no verb"),
+            None => "missing verb".into(),
+        }));
     };
     let mut parsed = Flags::default();
     for (name, value) in raw.flags {

@@ -136,6 +136,14 @@ fn unknown_flag_prints_usage_and_exits_2() {
     let err = stderr(&out);
     assert!(err.contains("unknown flag \"--bogus\" for status"), "{err}");
     assert!(err.contains("Usage: ecs-warden"), "{err}");
+    // Without a verb the flag is still named.
+    let out = host.cli_bounded(&["--bogus"]);
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("unknown option \"--bogus\", and no verb"),
+        "{err}"
+    );
     // A flag of another verb is unknown here, and nothing starts.
     let out = host.cli_bounded(&["start", "--json"]);
     assert_exit(&out, 2);
