@@ -40,6 +40,20 @@ fn request(v: &str, perform: bool) -> Request {
     }
 }
 
+/// What the worker for `desired-image` reports: the agent staged 1.1.0
+/// (while it runs: `perform` false; before its exit 42: true).
+fn desired_image_1_1_0(perform: bool) -> Input {
+    Input::Report(Report::DesiredImage {
+        perform,
+        result: Ok(Some(target("1.1.0", H2))),
+    })
+}
+
+/// A reverify worker's report.
+fn reverified_report(id: String, result: Result<(), Failure>, seal: Option<Seal>) -> Input {
+    Input::Report(Report::Reverified { id, result, seal })
+}
+
 /// A host: the store's links and builds, the agent, and what happens to
 /// the machine's effects.
 #[derive(Default)]
@@ -244,11 +258,7 @@ impl Sim {
         let Work::Reverify { id, .. } = self.take_work() else {
             panic!("not a reverify")
         };
-        self.feed(Input::Report(Report::Reverified {
-            id,
-            result: Ok(()),
-            seal: None,
-        }))
+        self.feed(reverified_report(id, Ok(()), None))
     }
 
     fn tasks(&mut self) -> &mut Sim {
@@ -547,11 +557,11 @@ fn failures_before_the_switch_end_failed_with_the_agent_running() {
                 s.staged();
                 let id = s.id();
                 s.take_work();
-                s.feed(Input::Report(Report::Reverified {
+                s.feed(reverified_report(
                     id,
-                    result: Err(Failure::new(ClientException, Reason::Verify, "changed")),
-                    seal: None,
-                }));
+                    Err(Failure::new(ClientException, Reason::Verify, "changed")),
+                    None,
+                ));
                 assert!(s.did(&Effect::RemoveBuild("1.1.0".into())));
             },
             Reason::Verify,
@@ -791,11 +801,7 @@ fn stale_reports_are_ignored() {
         id: "another".into(),
         result: Ok(target("1.1.0", H2)),
     }));
-    s.feed(Input::Report(Report::Reverified {
-        id: s.id(),
-        result: Ok(()),
-        seal: None,
-    }));
+    s.feed(reverified_report(s.id(), Ok(()), None));
     s.feed(Input::AgentStopped);
     s.feed(Input::Switched);
     assert_eq!(s.recorded.len(), before);
@@ -831,10 +837,7 @@ fn exit_42_with_a_staged_update_performs_it() {
     s.host.desired = true;
     s.feed(Input::Exit42);
     assert_eq!(s.take_work(), Work::DesiredImage { perform: true });
-    s.feed(Input::Report(Report::DesiredImage {
-        perform: true,
-        result: Ok(Some(target("1.1.0", H2))),
-    }));
+    s.feed(desired_image_1_1_0(true));
     assert_eq!(s.m.record().unwrap().origin, Origin::Exit42);
     assert!(s.m.record().unwrap().perform);
     assert_eq!(s.recorded, [Accepted, Downloading]);
@@ -1177,10 +1180,7 @@ fn an_update_staged_by_the_agent_is_taken_in_then_performed_on_exit_42() {
     let mut s = Sim::new();
     s.feed(Input::CacheFile("desired-image".into()));
     assert_eq!(s.take_work(), Work::DesiredImage { perform: false });
-    s.feed(Input::Report(Report::DesiredImage {
-        perform: false,
-        result: Ok(Some(target("1.1.0", H2))),
-    }));
+    s.feed(desired_image_1_1_0(false));
     assert_eq!(s.m.record().unwrap().origin, Origin::Exit42);
     s.staged();
     assert_eq!(s.step(), Staged, "waits for the agent's perform");
@@ -1209,18 +1209,12 @@ fn an_update_staged_by_the_agent_is_taken_in_then_performed_on_exit_42() {
 #[test]
 fn exit_42_during_the_agents_staging_performs_when_staged() {
     let mut s = Sim::new();
-    s.feed(Input::Report(Report::DesiredImage {
-        perform: false,
-        result: Ok(Some(target("1.1.0", H2))),
-    }));
+    s.feed(desired_image_1_1_0(false));
     s.host.running = false;
     s.feed(Input::Exit42);
     assert!(s.m.record().unwrap().perform, "remembered");
     // The exit-42 check of the same file changes nothing.
-    s.feed(Input::Report(Report::DesiredImage {
-        perform: true,
-        result: Ok(Some(target("1.1.0", H2))),
-    }));
+    s.feed(desired_image_1_1_0(true));
     s.staged();
     assert_eq!(s.step(), Reverify);
 }
@@ -1229,10 +1223,7 @@ fn exit_42_during_the_agents_staging_performs_when_staged() {
 fn a_staged_update_that_is_refused_is_noted_and_the_agent_left_alone() {
     let mut s = Sim::new();
     s.m.quarantine.add("1.1.0", now_rfc3339(), "crash");
-    s.feed(Input::Report(Report::DesiredImage {
-        perform: false,
-        result: Ok(Some(target("1.1.0", H2))),
-    }));
+    s.feed(desired_image_1_1_0(false));
     assert!(s.m.record().is_none());
     assert!(s.done.is_empty(), "the running agent is not touched");
     let r = s.m.status().last_refusal.unwrap();
@@ -1249,10 +1240,7 @@ fn a_seal() -> Seal {
 /// has been handed out.
 fn agent_staged_sim() -> Sim {
     let mut s = Sim::new();
-    s.feed(Input::Report(Report::DesiredImage {
-        perform: false,
-        result: Ok(Some(target("1.1.0", H2))),
-    }));
+    s.feed(desired_image_1_1_0(false));
     s.staged();
     assert_eq!(s.step(), Staged);
     s
@@ -1265,11 +1253,7 @@ fn an_agent_staged_build_is_hashed_while_the_old_agent_runs() {
         panic!("no early hash: {:?}", s.work)
     };
     let recorded = s.recorded.len();
-    s.feed(Input::Report(Report::Reverified {
-        id,
-        result: Ok(()),
-        seal: Some(a_seal()),
-    }));
+    s.feed(reverified_report(id, Ok(()), Some(a_seal())));
     assert_eq!(s.step(), Staged, "still waiting for the agent's exit 42");
     assert_eq!(s.recorded.len(), recorded, "nothing recorded");
     assert!(!s.did(&Effect::StopAgent), "the agent is not touched");
@@ -1307,14 +1291,8 @@ fn an_early_hash_done_before_the_reverify_is_durable_is_kept_for_it() {
     let fx = s.m.handle(Input::Exit42, &s.host);
     assert!(matches!(fx.last(), Some(Effect::Record(r)) if r.step == Reverify));
     // ...when the early hash reports: nothing may happen yet.
-    let fx = s.m.handle(
-        Input::Report(Report::Reverified {
-            id,
-            result: Ok(()),
-            seal: Some(a_seal()),
-        }),
-        &s.host,
-    );
+    let fx =
+        s.m.handle(reverified_report(id, Ok(()), Some(a_seal())), &s.host);
     assert!(fx.is_empty(), "{fx:?}");
     // Written: the reverify checks the seal.
     s.feed(Input::Recorded);
@@ -1330,11 +1308,11 @@ fn an_early_hash_that_fails_fails_the_update_at_exit_42() {
     let Work::Reverify { id, .. } = s.take_work() else {
         panic!()
     };
-    s.feed(Input::Report(Report::Reverified {
+    s.feed(reverified_report(
         id,
-        result: Err(Failure::new(ClientException, Reason::Verify, "changed")),
-        seal: None,
-    }));
+        Err(Failure::new(ClientException, Reason::Verify, "changed")),
+        None,
+    ));
     assert_eq!(s.step(), Staged, "the running agent is left alone");
     s.host.running = false;
     s.feed(Input::Exit42);
@@ -1351,11 +1329,7 @@ fn an_early_hash_whose_file_changed_meanwhile_is_done_again_in_full() {
         panic!()
     };
     // Passed, but the file changed while it was read: no seal.
-    s.feed(Input::Report(Report::Reverified {
-        id,
-        result: Ok(()),
-        seal: None,
-    }));
+    s.feed(reverified_report(id, Ok(()), None));
     s.host.running = false;
     s.feed(Input::Exit42);
     assert!(matches!(s.work[0], Work::Reverify { seal: None, .. }));
