@@ -122,6 +122,12 @@ shared_dir() {
         c=$(dirname "$c")
         [ -f "$c/shared/real-agent/SHA256SUMS" ] && { (cd "$c/shared/real-agent" && pwd); return 0; }
     done
+    # A clone of a local checkout elsewhere (`git clone . /tmp/fresh`): the
+    # one beside the checkout it was cloned from.
+    if common=$(git -C "$ROOT" remote get-url origin 2>/dev/null) && [ -d "$common" ]; then
+        c="$common/../shared/real-agent"
+        [ -f "$c/SHA256SUMS" ] && { (cd "$c" && pwd); return 0; }
+    fi
     return 1
 }
 
